@@ -1,0 +1,110 @@
+//! Kafka clients configured the one way the platform wants them.
+
+use crate::topics::TopicSpec;
+use futures::future::BoxFuture;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use service_config::KafkaConfig;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaClientError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("creating topic {topic}: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("kafka did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Settings every client shares.
+pub fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.brokers)
+        .set("client.id", &config.client_id)
+        // Loopback brokers answer in microseconds; do not wait long to notice one is gone.
+        .set("socket.connection.setup.timeout.ms", "5000");
+    cc
+}
+
+/// A producer that never duplicates or reorders on its own retries (idempotence) and only
+/// reports success once all in-sync replicas have the record.
+pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaClientError> {
+    Ok(client_config(config)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()?)
+}
+
+/// A consumer in `group` that starts from the earliest offset when the group has none and
+/// commits only offsets the application stored explicitly (after its work is durable).
+pub fn consumer(config: &KafkaConfig, group: &str) -> Result<StreamConsumer, KafkaClientError> {
+    Ok(client_config(config)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .create()?)
+}
+
+/// Asks the cluster for its metadata: proves a broker is reachable and answering.
+pub async fn ping(producer: &FutureProducer, timeout: Duration) -> Result<(), KafkaClientError> {
+    let producer = producer.clone();
+    // fetch_metadata blocks its thread for up to `timeout`.
+    let result = tokio::task::spawn_blocking(move || {
+        producer.client().fetch_metadata(None, timeout).map(|_| ())
+    })
+    .await;
+    match result {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(KafkaClientError::Timeout(timeout)),
+    }
+}
+
+/// A readiness check: a metadata request bounded by 1 s.
+pub fn probe(
+    producer: &FutureProducer,
+) -> impl Fn() -> BoxFuture<'static, Result<(), KafkaClientError>> + Send + Sync + 'static {
+    let producer = producer.clone();
+    move || {
+        let producer = producer.clone();
+        Box::pin(async move { ping(&producer, Duration::from_secs(1)).await })
+    }
+}
+
+/// Creates the topics that do not exist yet; existing ones are left as they are.
+pub async fn ensure_topics(
+    config: &KafkaConfig,
+    topics: &[TopicSpec],
+) -> Result<(), KafkaClientError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                &t.name,
+                t.partitions,
+                TopicReplication::Fixed(config.topic_replication),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new_topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(KafkaClientError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Everything between a service and Kafka: client settings, topic names and provisioning,
+//! and Avro encoding in the Confluent wire format through the schema registry.
+//!
+//! The transactional outbox relay, the idempotent consumer runner and the dead-letter queue
+//! build on these pieces and live here too, so every service uses one implementation.
+
+pub mod kafka;
+pub mod registry;
+pub mod topics;
+
+pub use kafka::KafkaClientError;
+pub use registry::{RegistryError, SchemaRegistry};

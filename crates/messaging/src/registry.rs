@@ -1,0 +1,293 @@
+//! Avro in the Confluent wire format (magic byte 0, 4-byte schema id, Avro binary) through a
+//! Confluent-compatible schema registry, on top of `schema_registry_converter`.
+//!
+//! Subjects follow the TopicRecordName strategy (`<topic>-<record full name>`), so one topic
+//! may carry several record types, each evolving under its own compatibility check.
+
+use apache_avro::types::Value;
+use contracts::{Contract, ContractSchema};
+use futures::future::BoxFuture;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{
+    RawError, SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+use serde::Deserialize;
+use service_config::RegistryConfig;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// From the converter: registry unreachable, schema refused, bytes not decodable.
+    /// `retriable` tells transient failures from permanent ones.
+    #[error("schema registry: {0}")]
+    Converter(#[from] SRCError),
+    #[error("schema registry at {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("schema registry answered {status} to {url}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    /// The subject's compatibility rule refused the schema (Confluent error code 409).
+    #[error("schema refused as incompatible with subject {subject}: {message}")]
+    Incompatible { subject: String, message: String },
+    #[error("expected a {expected} record, got {actual}")]
+    WrongRecord { expected: String, actual: String },
+    #[error("record does not match {record}: {source}")]
+    Shape {
+        record: String,
+        #[source]
+        source: apache_avro::Error,
+    },
+}
+
+impl RegistryError {
+    /// Whether trying again later may succeed (network trouble) rather than never (bad bytes,
+    /// unknown schema, incompatible schema).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            RegistryError::Converter(e) => e.retriable,
+            RegistryError::Http { .. } => true,
+            RegistryError::Status { status, .. } => *status >= 500,
+            RegistryError::Incompatible { .. }
+            | RegistryError::WrongRecord { .. }
+            | RegistryError::Shape { .. } => false,
+        }
+    }
+}
+
+/// Compatibility levels as the Confluent API names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compatibility {
+    Backward,
+    BackwardTransitive,
+    Forward,
+    Full,
+    None,
+}
+
+impl Compatibility {
+    fn as_str(self) -> &'static str {
+        match self {
+            Compatibility::Backward => "BACKWARD",
+            Compatibility::BackwardTransitive => "BACKWARD_TRANSITIVE",
+            Compatibility::Forward => "FORWARD",
+            Compatibility::Full => "FULL",
+            Compatibility::None => "NONE",
+        }
+    }
+}
+
+/// A client of the registry that encodes and decodes the platform's contracts. Schemas and
+/// ids are cached after the first use, so steady-state encoding makes no HTTP calls.
+pub struct SchemaRegistry {
+    url: String,
+    settings: SrSettings,
+    http: reqwest::Client,
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+}
+
+impl std::fmt::Debug for SchemaRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaRegistry")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl SchemaRegistry {
+    pub fn new(config: &RegistryConfig) -> Result<Self, RegistryError> {
+        let url = config.url.trim_end_matches('/').to_owned();
+        let timeout = Duration::from_secs(5);
+        let settings = SrSettings::new_builder(url.clone())
+            .no_proxy()
+            .set_timeout(timeout)
+            .build()?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .build()
+            .map_err(|source| RegistryError::Http {
+                url: url.clone(),
+                source,
+            })?;
+        Ok(Self {
+            url,
+            encoder: AvroEncoder::new(settings.clone()),
+            decoder: AvroDecoder::new(settings.clone()),
+            settings,
+            http,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The subject a contract is registered under on `topic`.
+    pub fn subject(topic: &str, schema: &ContractSchema) -> String {
+        format!("{topic}-{}", schema.full_name)
+    }
+
+    /// Registers `schema` under its subject for `topic` (a no-op returning the existing id if
+    /// it is already there); refused if incompatible with the subject's latest version.
+    pub async fn register(
+        &self,
+        topic: &str,
+        schema: &ContractSchema,
+    ) -> Result<u32, RegistryError> {
+        self.register_schema(&Self::subject(topic, schema), schema.avsc)
+            .await
+    }
+
+    /// Registers an Avro schema text under `subject`; returns its id.
+    pub async fn register_schema(&self, subject: &str, avsc: &str) -> Result<u32, RegistryError> {
+        let schema = SuppliedSchema::new(None, SchemaType::Avro, avsc.to_owned());
+        match post_schema(&self.settings, subject.to_owned(), schema).await {
+            Ok(registered) => Ok(registered.id),
+            Err(e) => match raw_error(&e) {
+                Some(raw) if raw.error_code == 409 => Err(RegistryError::Incompatible {
+                    subject: subject.to_owned(),
+                    message: raw.message.clone(),
+                }),
+                _ => Err(e.into()),
+            },
+        }
+    }
+
+    /// Encodes `value` in the Confluent wire format for `topic`, registering its schema on
+    /// first use.
+    pub async fn encode<T: Contract>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let strategy = SubjectNameStrategy::TopicRecordNameStrategyWithSchema(
+            topic.to_owned(),
+            supplied(&T::SCHEMA),
+        );
+        Ok(self.encoder.encode_struct(value, &strategy).await?)
+    }
+
+    /// Decodes Confluent-framed bytes into a generic Avro value and the record's full name.
+    pub async fn decode_value(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Option<String>, Value), RegistryError> {
+        let decoded = self.decoder.decode(Some(bytes)).await?;
+        Ok((decoded.name.map(|n| n.fullname(None)), decoded.value))
+    }
+
+    /// Decodes Confluent-framed bytes into `T`, refusing a record of another type.
+    pub async fn decode<T: Contract>(&self, bytes: &[u8]) -> Result<T, RegistryError> {
+        let (name, value) = self.decode_value(bytes).await?;
+        let expected = T::SCHEMA.full_name;
+        if name.as_deref() != Some(expected) {
+            return Err(RegistryError::WrongRecord {
+                expected: expected.to_owned(),
+                actual: name.unwrap_or_else(|| "a non-record value".into()),
+            });
+        }
+        apache_avro::from_value(&value).map_err(|source| RegistryError::Shape {
+            record: expected.to_owned(),
+            source,
+        })
+    }
+
+    /// Sets the compatibility level of one subject, or the registry-wide default.
+    pub async fn set_compatibility(
+        &self,
+        subject: Option<&str>,
+        level: Compatibility,
+    ) -> Result<(), RegistryError> {
+        let url = match subject {
+            Some(s) => format!("{}/config/{s}", self.url),
+            None => format!("{}/config", self.url),
+        };
+        let body = serde_json::json!({ "compatibility": level.as_str() });
+        self.send(self.http.put(&url).json(&body), &url).await?;
+        Ok(())
+    }
+
+    /// The registry-wide default compatibility level.
+    pub async fn global_compatibility(&self) -> Result<String, RegistryError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Config {
+            compatibility_level: String,
+        }
+        let url = format!("{}/config", self.url);
+        let resp = self.send(self.http.get(&url), &url).await?;
+        let config: Config = resp.json().await.map_err(|source| RegistryError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        Ok(config.compatibility_level)
+    }
+
+    /// A readiness check over a shared client.
+    pub fn probe(
+        self: &Arc<Self>,
+    ) -> impl Fn() -> BoxFuture<'static, Result<(), RegistryError>> + Send + Sync + 'static {
+        let registry = Arc::clone(self);
+        move || {
+            let registry = Arc::clone(&registry);
+            Box::pin(async move { registry.ping().await })
+        }
+    }
+
+    /// One cheap request: proves the registry is up and answering.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let url = format!("{}/subjects", self.url);
+        self.send(self.http.get(&url), &url).await?;
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let http_err = |source| RegistryError::Http {
+            url: url.to_owned(),
+            source,
+        };
+        let resp = request
+            .header("content-type", "application/vnd.schemaregistry.v1+json")
+            .send()
+            .await
+            .map_err(http_err)?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        Err(RegistryError::Status {
+            url: url.to_owned(),
+            status,
+            body,
+        })
+    }
+}
+
+/// The registry's own error body behind a converter error, when there is one.
+fn raw_error(error: &SRCError) -> Option<&RawError> {
+    std::error::Error::source(error).and_then(|s| s.downcast_ref::<RawError>())
+}
+
+fn supplied(schema: &ContractSchema) -> SuppliedSchema {
+    SuppliedSchema::new(
+        Some(schema.full_name.to_owned()),
+        SchemaType::Avro,
+        schema.avsc.to_owned(),
+    )
+}

@@ -1,0 +1,137 @@
+//! MongoDB plumbing every service shares: connecting with sane timeouts, the readiness
+//! ping, and bringing up a single-node replica set (which transactions and change streams
+//! need) for local runs and tests.
+
+use futures::future::BoxFuture;
+use mongodb::bson::{Document, doc};
+use mongodb::options::{ClientOptions, ReadConcern, WriteConcern};
+use mongodb::{Client, Database};
+use secrecy::ExposeSecret;
+use service_config::MongoConfig;
+use std::time::Duration;
+
+pub use mongodb;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MongoError {
+    #[error("mongodb: {0}")]
+    Driver(#[from] mongodb::error::Error),
+    #[error("mongodb did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("replica set not writable after {0:?}: {1}")]
+    NotPrimary(Duration, String),
+}
+
+/// A connected client and the database this service owns.
+#[derive(Clone, Debug)]
+pub struct Mongo {
+    client: Client,
+    db: Database,
+}
+
+impl Mongo {
+    /// Parses the URI and builds the client; no I/O happens until the first operation, so a
+    /// service can start (and report "not ready") while MongoDB is still coming up.
+    pub async fn connect(config: &MongoConfig, app_name: &str) -> Result<Self, MongoError> {
+        let mut options = ClientOptions::parse(config.uri.expose_secret()).await?;
+        options.app_name = Some(app_name.to_owned());
+        // Fail fast instead of the driver's 30 s: readiness and requests should report a
+        // missing database promptly.
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(5));
+        options
+            .connect_timeout
+            .get_or_insert(Duration::from_secs(5));
+        // Every write the platform makes must survive a failover; reads inside transactions
+        // see majority-committed data.
+        options
+            .write_concern
+            .get_or_insert(WriteConcern::majority());
+        options.read_concern.get_or_insert(ReadConcern::majority());
+        let client = Client::with_options(options)?;
+        let db = client.database(&config.database);
+        Ok(Self { client, db })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// A readiness check: a `ping` bounded by 1 s.
+    pub fn probe(
+        &self,
+    ) -> impl Fn() -> BoxFuture<'static, Result<(), MongoError>> + Send + Sync + 'static {
+        let mongo = self.clone();
+        move || {
+            let mongo = mongo.clone();
+            Box::pin(async move { mongo.ping(Duration::from_secs(1)).await })
+        }
+    }
+
+    /// One round trip to the server, bounded by `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), MongoError> {
+        tokio::time::timeout(timeout, self.db.run_command(doc! { "ping": 1 }))
+            .await
+            .map_err(|_| MongoError::Timeout(timeout))??;
+        Ok(())
+    }
+}
+
+/// Turns a freshly started `mongod --replSet <name>` into a one-member replica set and waits
+/// until it accepts writes. Harmless on a set that is already initiated.
+pub async fn initiate_single_node_replica_set(
+    host_port: &str,
+    set_name: &str,
+    wait: Duration,
+) -> Result<(), MongoError> {
+    let uri = format!("mongodb://{host_port}/?directConnection=true");
+    let mut options = ClientOptions::parse(&uri).await?;
+    options.server_selection_timeout = Some(Duration::from_secs(2));
+    let client = Client::with_options(options)?;
+    let admin = client.database("admin");
+    let config = doc! {
+        "_id": set_name,
+        "members": [ { "_id": 0, "host": host_port } ],
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match admin
+            .run_command(doc! { "replSetInitiate": config.clone() })
+            .await
+        {
+            Ok(_) => break,
+            // 23 AlreadyInitialized: someone (an earlier `up`) did it before us.
+            Err(e) if command_error_code(&e) == Some(23) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "mongod not ready for replSetInitiate yet");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    loop {
+        let hello: Result<Document, _> = admin.run_command(doc! { "hello": 1 }).await;
+        let last = match hello {
+            Ok(reply) if reply.get_bool("isWritablePrimary").unwrap_or(false) => return Ok(()),
+            Ok(reply) => format!("hello: {reply}"),
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(MongoError::NotPrimary(wait, last));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The server's error code, when the error is a command error.
+pub fn command_error_code(error: &mongodb::error::Error) -> Option<i32> {
+    match error.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(c) => Some(c.code),
+        _ => None,
+    }
+}

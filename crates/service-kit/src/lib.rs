@@ -1,0 +1,141 @@
+//! The HTTP side every service shares: binding, the operational routes (`/healthz`,
+//! `/readyz`, `/metrics`), request ids and access logs, `application/problem+json` errors,
+//! and graceful shutdown.
+//!
+//! A service builds its own `Router`, hands it to [`Server::serve`] together with its
+//! readiness checks, and gets the rest.
+
+pub mod problem;
+pub mod readiness;
+pub mod shutdown;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderName;
+use axum::middleware::Next;
+use axum::response::Response;
+use readiness::Readiness;
+use service_config::HttpConfig;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use problem::Problem;
+pub use shutdown::Shutdown;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A bound listener: the port is known (and reachable) before the server runs, which is what
+/// lets tests ask for port 0 and then call the service.
+pub struct Server {
+    listener: TcpListener,
+    grace: Duration,
+}
+
+impl Server {
+    pub async fn bind(config: &HttpConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
+        Ok(Self {
+            listener,
+            grace: config.shutdown_grace_ms,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serves `routes` plus the operational routes until `shutdown` fires, then stops
+    /// accepting, gives in-flight requests up to the configured grace period, and returns.
+    pub async fn serve(
+        self,
+        service: &'static str,
+        routes: Router,
+        readiness: Readiness,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let app = with_operational_routes(routes, readiness);
+        tracing::info!(service, addr = %self.local_addr(), "listening");
+        let stopping = shutdown.clone();
+        let server = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stopping.cancelled().await });
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            result = &mut server => result?,
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(self.grace).await;
+            } => tracing::warn!(service, grace = ?self.grace, "in-flight requests cut off after the grace period"),
+        }
+        tracing::info!(service, "stopped");
+        Ok(())
+    }
+}
+
+/// Adds `/healthz`, `/readyz` and `/metrics` and the layers every service wants: a request id
+/// (kept when the caller sent one, generated otherwise, echoed in the response) and a span per
+/// request carrying it.
+pub fn with_operational_routes(routes: Router, readiness: Readiness) -> Router {
+    // Installed now, not on the first scrape, so that no request before it goes uncounted.
+    let metrics = telemetry::metrics();
+    routes
+        .merge(readiness.routes())
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move {
+                // Histograms' buckets are compacted here because no background task does it.
+                metrics.run_upkeep();
+                metrics.render()
+            }),
+        )
+        .fallback(|| async { Problem::not_found() })
+        .layer(axum::middleware::from_fn(record_metrics))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id,
+                )
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Counts requests and times them, labelled by route template (not the raw path, which would
+/// give every user id its own series) and status.
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

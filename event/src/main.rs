@@ -1,0 +1,10 @@
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config: event::Config = service_config::load()?;
+    telemetry::init_logging(&config.log);
+    event::Application::build(config)
+        .await?
+        .run_until_stopped()
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! `./dev`: the one entry point for running the platform locally and testing it.
+//!
+//! ```text
+//! ./dev up        install what is missing, build, start everything, wait until healthy
+//! ./dev status    what runs, where, healthy or not, how much memory
+//! ./dev down      stop what `up` started (data kept); `--reset` also wipes the data
+//! ./dev reset     same as `down --reset`
+//! ./dev test      lints, then fresh infrastructure and services on free ports, all tests,
+//!                 tear down
+//! ./dev env       export lines pointing tests and tools at the `up` instance
+//! ./dev logs X    follow the log of component X
+//! ```
+
+mod install;
+mod layout;
+mod process;
+mod stack;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use layout::{Home, InstanceDirs, workspace_root};
+use stack::{Instance, Ports};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "./dev", about = "Run and test the reward platform locally")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install (first time), build, start infrastructure and services, wait until healthy.
+    Up,
+    /// Stop what `up` started; data is kept unless --reset.
+    Down {
+        /// Also delete the instance's data and logs.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Stop everything and delete the instance's data and logs.
+    Reset,
+    /// Show each component: pid, port, health, memory. Exits 1 if any is not healthy.
+    Status,
+    /// Run the whole test suite against fresh infrastructure and services, then tear down.
+    Test {
+        /// Skip `cargo fmt --check` and clippy (quicker local iterations; CI never skips).
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Print `export` lines that point `cargo test` and tools at the `up` instance.
+    Env,
+    /// Follow a component's log (mongod, kafka, schema-registry, or a service name).
+    Logs { component: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse().command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
+    let home = Home::from_env()?;
+    let dev = || -> anyhow::Result<Instance> {
+        Instance::open(
+            &home,
+            install::Tools::locate(&home),
+            InstanceDirs::new(home.dev_instance()),
+            Ports::standard(),
+        )
+    };
+    match command {
+        Cmd::Up => up(&home).await,
+        Cmd::Down { reset } => down(&home, dev()?, reset),
+        Cmd::Reset => down(&home, dev()?, true),
+        Cmd::Status => {
+            let (table, healthy) = dev()?.status().await;
+            print!("{table}");
+            Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Test {
+            no_lint,
+            cargo_args,
+        } => test(&home, !no_lint, &cargo_args).await,
+        Cmd::Env => {
+            for (key, value) in dev()?.test_env() {
+                println!("export {key}='{value}'");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Logs { component } => {
+            let log = dev()?.dirs.log(&component);
+            let status = std::process::Command::new("tail")
+                .arg("-F")
+                .arg(&log)
+                .status()
+                .with_context(|| format!("tail -F {}", log.display()))?;
+            Ok(if status.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn up(home: &Home) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    // Downloads and the Rust build are independent: do them at the same time.
+    let (tools, ()) = tokio::try_join!(install::ensure_all(home), cargo(&["build", "--bins"]))?;
+    let instance = Instance::open(
+        home,
+        tools,
+        InstanceDirs::new(home.dev_instance()),
+        Ports::standard(),
+    )?;
+    instance.start().await?;
+    let (table, _) = instance.status().await;
+    println!("\n{table}");
+    println!("logs:   {}", instance.dirs.logs().display());
+    println!("data:   {}", instance.dirs.root.join("data").display());
+    println!("public API: {}", instance.service_url("gateway"));
+    println!("up in {:.1?}", started.elapsed());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn down(home: &Home, instance: Instance, reset: bool) -> anyhow::Result<ExitCode> {
+    instance.stop();
+    if reset {
+        std::fs::remove_dir_all(home.dev_instance()).or_else(ignore_missing)?;
+        println!("removed {}", home.dev_instance().display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the suite against an instance of its own: fresh data on tmpfs, free ports. Always
+/// tears it down, keeping the logs for a post-mortem.
+async fn test(home: &Home, lint: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    remove_abandoned_test_instances();
+    if lint {
+        cargo(&["fmt", "--all", "--check"]).await?;
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .await?;
+    }
+    let (tools, ()) = tokio::try_join!(
+        install::ensure_all(home),
+        cargo(&["build", "--workspace", "--bins", "--tests"])
+    )?;
+    let root = test_instance_root(home);
+    let instance = Instance::open(home, tools, InstanceDirs::new(root.clone()), Ports::free()?)?;
+    let outcome = async {
+        instance.start().await?;
+        println!("test instance ready after {:.1?}", started.elapsed());
+        // Run every test binary even when one fails, so one run reports every failure.
+        let mut args = vec!["test".into(), "--workspace".into(), "--no-fail-fast".into()];
+        args.extend(cargo_args.iter().cloned());
+        let status = tokio::select! {
+            status = cargo_command()
+                .args(&args)
+                .envs(instance.test_env())
+                .current_dir(workspace_root())
+                .status() => status.context("running cargo test")?,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        };
+        Ok(status.success())
+    }
+    .await;
+    instance.stop();
+    let kept = home.last_test_logs();
+    let _ = std::fs::remove_dir_all(&kept);
+    if let Some(parent) = kept.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    copy_dir(&instance.dirs.logs(), &kept)?;
+    std::fs::remove_dir_all(&root).or_else(ignore_missing)?;
+    println!("logs of this run: {}", kept.display());
+    println!("test command took {:.1?}", started.elapsed());
+    match outcome {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => Ok(ExitCode::FAILURE),
+        Err(e) => Err(e),
+    }
+}
+
+/// Test instances live on tmpfs when there is one, named after the tool's pid.
+fn test_instance_root(home: &Home) -> std::path::PathBuf {
+    let name = format!("reward-platform-test-{}", std::process::id());
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.join(name)
+    } else {
+        home.root().join("run").join(name)
+    }
+}
+
+/// A test run that was killed (CI timeout, kill -9) leaves its processes and tmpfs data
+/// behind; the next run stops and removes them.
+fn remove_abandoned_test_instances() {
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(owner) = name.strip_prefix("reward-platform-test-") else {
+            continue;
+        };
+        if owner.parse().is_ok_and(process::is_alive) {
+            continue;
+        }
+        let pids = entry.path().join("pids");
+        for pid_file in std::fs::read_dir(&pids).into_iter().flatten().flatten() {
+            let marker = entry.path().display().to_string();
+            // Infrastructure command lines name the instance directory; services are
+            // recognised by their binary instead, which any pid-reuse check would need too.
+            let running = process::running(&pid_file.path(), &marker)
+                .or_else(|| process::running(&pid_file.path(), "/debug/"));
+            if let Some(pid) = running {
+                process::stop(pid, std::time::Duration::from_secs(10));
+            }
+        }
+        let _ = std::fs::remove_dir_all(entry.path());
+        println!("removed abandoned test instance {name}");
+    }
+}
+
+async fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let status = cargo_command()
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .await
+        .context("running cargo")?;
+    anyhow::ensure!(status.success(), "cargo {} failed", args.join(" "));
+    Ok(())
+}
+
+/// A cargo invocation without the package variables `cargo run` gave this tool: build
+/// scripts (ring's) watch some of them, and seeing them change would rebuild those crates on
+/// every alternation between `cargo run -p xtask` and a workspace build.
+fn cargo_command() -> tokio::process::Command {
+    let mut command =
+        tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&&*key)
+        {
+            command.env_remove(&*key);
+        }
+    }
+    command
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+    }
+    Ok(())
+}
+
+fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}

@@ -1,0 +1,94 @@
+//! Starting, finding and stopping the processes the tool supervises.
+//!
+//! A started process gets its own process group (a ctrl-c in the terminal that ran `./dev up`
+//! does not reach it), appends stdout and stderr to its log file, and leaves its pid in a pid
+//! file. Before trusting a pid file, the tool checks that the pid still belongs to the
+//! program it started (`/proc/<pid>/cmdline`), since pids are reused.
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Spawns `command` detached, logging to `log` and recording its pid in `pid_file`.
+pub fn spawn(command: &mut Command, log: &Path, pid_file: &Path) -> anyhow::Result<u32> {
+    let open_log = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))
+    };
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(open_log()?)
+        .stderr(open_log()?)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {command:?}"))?;
+    let pid = child.id();
+    std::fs::write(pid_file, pid.to_string())?;
+    Ok(pid)
+}
+
+/// The pid recorded in `pid_file`, if that process is alive and its command line contains
+/// `marker` (a path unique to what was started: its binary, data or config directory).
+pub fn running(pid_file: &Path, marker: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    (is_alive(pid) && cmdline.contains(marker)).then_some(pid)
+}
+
+/// Alive and not a zombie. Reaps the process if it is our own exited child.
+pub fn is_alive(pid: u32) -> bool {
+    let nix_pid = Pid::from_raw(pid as i32);
+    // Only succeeds for our own children; for others it fails with ECHILD, which is fine.
+    let _ = waitpid(nix_pid, Some(WaitPidFlag::WNOHANG));
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// SIGTERM, then up to `grace` for a clean exit, then SIGKILL. Returns whether it exited
+/// cleanly within the grace period.
+pub fn stop(pid: u32, grace: Duration) -> bool {
+    let nix_pid = Pid::from_raw(pid as i32);
+    if kill(nix_pid, Signal::SIGTERM).is_err() {
+        return true;
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !is_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = kill(nix_pid, Signal::SIGKILL);
+    while is_alive(pid) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Resident set size in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

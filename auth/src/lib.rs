@@ -2,38 +2,26 @@
 //! tokens and roles. Owns `auth_db`; publishes UserRegistered and UserStatusChanged.
 
 use axum::Router;
-use messaging::{KafkaClientError, RegistryError, SchemaRegistry, kafka};
-use mongo_kit::{Mongo, MongoError};
 use serde::{Deserialize, Serialize};
 use service_config::catalog::AUTH as SPEC;
-use service_config::{HttpConfig, KafkaConfig, LogConfig, MongoConfig, RegistryConfig};
-use service_kit::readiness::Readiness;
-use service_kit::{Server, Shutdown};
-use std::sync::Arc;
+use service_config::{HttpConfig, LogConfig};
+use service_deps::{Deps, DepsConfig, DepsError};
+use service_kit::{App, Server};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub http: HttpConfig,
-    pub mongo: MongoConfig,
-    pub kafka: KafkaConfig,
-    pub registry: RegistryConfig,
+    #[serde(flatten)]
+    pub deps: DepsConfig,
     pub log: LogConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            http: HttpConfig::on_port(SPEC.default_port),
-            mongo: MongoConfig {
-                database: SPEC.database.unwrap_or_default().into(),
-                ..MongoConfig::default()
-            },
-            kafka: KafkaConfig {
-                client_id: SPEC.name.into(),
-                ..KafkaConfig::default()
-            },
-            registry: RegistryConfig::default(),
+            http: HttpConfig::for_service(&SPEC),
+            deps: DepsConfig::for_service(&SPEC),
             log: LogConfig::default(),
         }
     }
@@ -42,52 +30,18 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
-    Mongo(#[from] MongoError),
-    #[error(transparent)]
-    Kafka(#[from] KafkaClientError),
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Deps(#[from] DepsError),
     #[error("binding the HTTP listener: {0}")]
     Bind(#[from] std::io::Error),
 }
 
-pub struct Application {
-    server: Server,
-    routes: Router,
-    readiness: Readiness,
-    shutdown: Shutdown,
-}
+/// Builds the service; the result runs with `port()` and `run_until_stopped()`.
+pub struct Application;
 
 impl Application {
-    pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let mongo = Mongo::connect(&config.mongo, SPEC.name).await?;
-        let producer = kafka::producer(&config.kafka)?;
-        let registry = Arc::new(SchemaRegistry::new(&config.registry)?);
-        let readiness = Readiness::new()
-            .check("mongodb", mongo.probe())
-            .check("kafka", kafka::probe(&producer))
-            .check("schema-registry", registry.probe());
-        Ok(Self {
-            server: Server::bind(&config.http).await?,
-            routes: Router::new(),
-            readiness,
-            shutdown: Shutdown::new(),
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    /// Stops the application as SIGTERM would.
-    pub fn shutdown_handle(&self) -> Shutdown {
-        self.shutdown.clone()
-    }
-
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let token = self.shutdown.on_signals().token();
-        self.server
-            .serve(SPEC.name, self.routes, self.readiness, token)
-            .await
+    pub async fn build(config: Config) -> Result<App, StartupError> {
+        let deps = Deps::connect(&config.deps, SPEC.name).await?;
+        let server = Server::bind(&config.http).await?;
+        Ok(App::new(SPEC.name, server, Router::new(), deps.readiness()))
     }
 }

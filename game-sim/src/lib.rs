@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use service_config::catalog::GAME_SIM as SPEC;
 use service_config::{HttpConfig, KafkaConfig, LogConfig, RegistryConfig};
 use service_kit::readiness::Readiness;
-use service_kit::{Server, Shutdown};
+use service_kit::{App, Server};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,11 +22,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            http: HttpConfig::on_port(SPEC.default_port),
-            kafka: KafkaConfig {
-                client_id: SPEC.name.into(),
-                ..KafkaConfig::default()
-            },
+            http: HttpConfig::for_service(&SPEC),
+            kafka: KafkaConfig::for_service(&SPEC),
             registry: RegistryConfig::default(),
             log: LogConfig::default(),
         }
@@ -43,41 +40,17 @@ pub enum StartupError {
     Bind(#[from] std::io::Error),
 }
 
-pub struct Application {
-    server: Server,
-    routes: Router,
-    readiness: Readiness,
-    shutdown: Shutdown,
-}
+/// Builds the service; the result runs with `port()` and `run_until_stopped()`.
+pub struct Application;
 
 impl Application {
-    pub async fn build(config: Config) -> Result<Self, StartupError> {
+    pub async fn build(config: Config) -> Result<App, StartupError> {
         let producer = kafka::producer(&config.kafka)?;
         let registry = Arc::new(SchemaRegistry::new(&config.registry)?);
         let readiness = Readiness::new()
             .check("kafka", kafka::probe(&producer))
             .check("schema-registry", registry.probe());
-        Ok(Self {
-            server: Server::bind(&config.http).await?,
-            routes: Router::new(),
-            readiness,
-            shutdown: Shutdown::new(),
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    /// Stops the application as SIGTERM would.
-    pub fn shutdown_handle(&self) -> Shutdown {
-        self.shutdown.clone()
-    }
-
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let token = self.shutdown.on_signals().token();
-        self.server
-            .serve(SPEC.name, self.routes, self.readiness, token)
-            .await
+        let server = Server::bind(&config.http).await?;
+        Ok(App::new(SPEC.name, server, Router::new(), readiness))
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use service_config::catalog::{AUTH, EVENT, GATEWAY as SPEC, REWARD_FULFILLMENT};
 use service_config::{HttpConfig, LogConfig};
 use service_kit::readiness::Readiness;
-use service_kit::{Server, Shutdown};
+use service_kit::{App, Server};
 use std::time::Duration;
 
 /// Base URLs of the services the gateway routes to.
@@ -40,7 +40,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            http: HttpConfig::on_port(SPEC.default_port),
+            http: HttpConfig::for_service(&SPEC),
             upstreams: Upstreams::default(),
             log: LogConfig::default(),
         }
@@ -55,15 +55,11 @@ pub enum StartupError {
     Bind(#[from] std::io::Error),
 }
 
-pub struct Application {
-    server: Server,
-    routes: Router,
-    readiness: Readiness,
-    shutdown: Shutdown,
-}
+/// Builds the service; the result runs with `port()` and `run_until_stopped()`.
+pub struct Application;
 
 impl Application {
-    pub async fn build(config: Config) -> Result<Self, StartupError> {
+    pub async fn build(config: Config) -> Result<App, StartupError> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(1))
@@ -81,28 +77,8 @@ impl Application {
                 let url = format!("{}/healthz", base.trim_end_matches('/'));
                 readiness.check(name, move || upstream_alive(client.clone(), url.clone()))
             });
-        Ok(Self {
-            server: Server::bind(&config.http).await?,
-            routes: Router::new(),
-            readiness,
-            shutdown: Shutdown::new(),
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    /// Stops the application as SIGTERM would.
-    pub fn shutdown_handle(&self) -> Shutdown {
-        self.shutdown.clone()
-    }
-
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let token = self.shutdown.on_signals().token();
-        self.server
-            .serve(SPEC.name, self.routes, self.readiness, token)
-            .await
+        let server = Server::bind(&config.http).await?;
+        Ok(App::new(SPEC.name, server, Router::new(), readiness))
     }
 }
 

@@ -121,8 +121,8 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
 
 async fn up(home: &Home) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    // Downloads and the Rust build are independent: do them at the same time.
-    let (tools, ()) = tokio::try_join!(install::ensure_all(home), cargo(&["build", "--bins"]))?;
+    // ./dev has built the workspace before running this tool.
+    let tools = install::ensure_all(home).await?;
     let instance = Instance::open(
         home,
         tools,
@@ -166,10 +166,7 @@ async fn test(home: &Home, lint: bool, cargo_args: &[String]) -> anyhow::Result<
         ])
         .await?;
     }
-    let (tools, ()) = tokio::try_join!(
-        install::ensure_all(home),
-        cargo(&["build", "--workspace", "--bins", "--tests"])
-    )?;
+    let tools = install::ensure_all(home).await?;
     let root = test_instance_root(home);
     let instance = Instance::open(home, tools, InstanceDirs::new(root.clone()), Ports::free()?)?;
     let outcome = async {

@@ -16,6 +16,7 @@
 
 pub mod catalog;
 
+use catalog::ServiceSpec;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
@@ -65,9 +66,10 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
-    pub fn on_port(port: u16) -> Self {
+    /// Listening on the service's well-known port.
+    pub fn for_service(spec: &ServiceSpec) -> Self {
         Self {
-            port,
+            port: spec.default_port,
             ..Self::default()
         }
     }
@@ -100,6 +102,14 @@ impl MongoConfig {
             database: database.into(),
         }
     }
+
+    /// The local default deployment and the database the service owns.
+    pub fn for_service(spec: &ServiceSpec) -> Self {
+        Self {
+            database: spec.database.unwrap_or(spec.name).into(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for MongoConfig {
@@ -118,6 +128,16 @@ pub struct KafkaConfig {
     pub client_id: String,
     /// Replication factor of topics the platform creates (1 on a one-broker cluster).
     pub topic_replication: i32,
+}
+
+impl KafkaConfig {
+    /// The local default cluster, with the service's name as client id.
+    pub fn for_service(spec: &ServiceSpec) -> Self {
+        Self {
+            client_id: spec.name.into(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for KafkaConfig {

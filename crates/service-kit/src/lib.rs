@@ -28,6 +28,47 @@ pub use shutdown::Shutdown;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// A service ready to run: its bound listener, routes, readiness checks and stop signal.
+///
+/// Each service's `Application::build(config)` returns one of these, so tests and `main` do
+/// the same thing: `build` -> `port()` -> `run_until_stopped()`.
+pub struct App {
+    name: &'static str,
+    server: Server,
+    routes: Router,
+    readiness: Readiness,
+    shutdown: Shutdown,
+}
+
+impl App {
+    pub fn new(name: &'static str, server: Server, routes: Router, readiness: Readiness) -> Self {
+        Self {
+            name,
+            server,
+            routes,
+            readiness,
+            shutdown: Shutdown::new(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Stops the application as SIGTERM would.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGTERM, ctrl-c or [`Self::shutdown_handle`] says stop.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let token = self.shutdown.on_signals().token();
+        self.server
+            .serve(self.name, self.routes, self.readiness, token)
+            .await
+    }
+}
+
 /// A bound listener: the port is known (and reachable) before the server runs, which is what
 /// lets tests ask for port 0 and then call the service.
 pub struct Server {

@@ -1,8 +1,9 @@
 //! Turning SIGTERM / ctrl-c into a cancellation every part of a service watches.
 
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-/// The process-wide stop signal: cancelled on SIGTERM or ctrl-c, or by hand (tests).
+/// The process-wide stop signal: cancelled on SIGTERM or SIGINT, or by hand (tests).
 #[derive(Clone, Debug, Default)]
 pub struct Shutdown(CancellationToken);
 
@@ -12,13 +13,25 @@ impl Shutdown {
     }
 
     /// Cancels the token when the process receives SIGTERM or SIGINT.
+    ///
+    /// The handlers are registered before this returns (not in the spawned task), so a signal
+    /// that arrives right after start-up is never met by the default action (exit by signal).
     pub fn on_signals(self) -> Self {
         let token = self.0.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown signal received");
-            token.cancel();
-        });
+        let streams = signal(SignalKind::terminate())
+            .and_then(|term| signal(SignalKind::interrupt()).map(|int| (term, int)));
+        match streams {
+            Ok((mut term, mut int)) => {
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM received"),
+                        _ = int.recv() => tracing::info!("SIGINT received"),
+                    }
+                    token.cancel();
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "cannot handle signals; stop with the handle"),
+        }
         self
     }
 
@@ -28,28 +41,5 @@ impl Shutdown {
 
     pub fn trigger(&self) {
         self.0.cancel();
-    }
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

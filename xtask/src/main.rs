@@ -181,7 +181,7 @@ async fn test(home: &Home, lint: bool, cargo_args: &[String]) -> anyhow::Result<
                 .envs(instance.test_env())
                 .current_dir(workspace_root())
                 .status() => status.context("running cargo test")?,
-            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
         };
         Ok(status.success())
     }
@@ -200,6 +200,22 @@ async fn test(home: &Home, lint: bool, cargo_args: &[String]) -> anyhow::Result<
         Ok(true) => Ok(ExitCode::SUCCESS),
         Ok(false) => Ok(ExitCode::FAILURE),
         Err(e) => Err(e),
+    }
+}
+
+/// Resolves on SIGINT (ctrl-c) or SIGTERM (a CI runner's timeout), so the test instance is
+/// still torn down.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
     }
 }
 
@@ -229,13 +245,9 @@ fn remove_abandoned_test_instances() {
             continue;
         }
         let pids = entry.path().join("pids");
+        let marker = entry.path().display().to_string();
         for pid_file in std::fs::read_dir(&pids).into_iter().flatten().flatten() {
-            let marker = entry.path().display().to_string();
-            // Infrastructure command lines name the instance directory; services are
-            // recognised by their binary instead, which any pid-reuse check would need too.
-            let running = process::running(&pid_file.path(), &marker)
-                .or_else(|| process::running(&pid_file.path(), "/debug/"));
-            if let Some(pid) = running {
+            if let Some(pid) = process::running(&pid_file.path(), &marker) {
                 process::stop(pid, std::time::Duration::from_secs(10));
             }
         }

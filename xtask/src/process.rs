@@ -3,7 +3,7 @@
 //! A started process gets its own process group (a ctrl-c in the terminal that ran `./dev up`
 //! does not reach it), appends stdout and stderr to its log file, and leaves its pid in a pid
 //! file. Before trusting a pid file, the tool checks that the pid still belongs to the
-//! program it started (`/proc/<pid>/cmdline`), since pids are reused.
+//! program it started (a marker in `/proc/<pid>/cmdline` or `environ`), since pids are reused.
 
 use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
@@ -46,6 +46,10 @@ pub fn running(pid_file: &Path, marker: &str) -> Option<u32> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let cmdline = String::from_utf8_lossy(&cmdline);
     (is_alive(pid) && cmdline.contains(marker)).then_some(pid)
+}
+
+pub fn read_pid(pid_file: &Path) -> Option<u32> {
+    std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
 }
 
 /// Alive and not a zombie. Reaps the process if it is our own exited child.

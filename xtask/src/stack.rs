@@ -364,7 +364,8 @@ impl Component {
         }
     }
 
-    /// A string in the process's command line that only this instance's copy has.
+    /// A string in the process's command line or environment that only this instance's copy
+    /// has.
     fn marker(&self, instance: &Instance) -> String {
         match self {
             Component::Service(spec) => instance
@@ -550,7 +551,11 @@ impl Component {
                 }
                 Err(e) => e,
             };
-            if self.running_pid(instance).is_none() {
+            // The pid file was just written by us, so a plain liveness check suffices (and the
+            // marker check cannot be used yet: for a moment after spawn the process is still
+            // inside exec, with its command line and environment not yet readable).
+            let pid = process::read_pid(&instance.dirs.pid_file(self.name()));
+            if !pid.is_some_and(process::is_alive) {
                 bail!(
                     "{} exited during start-up; the end of {}:\n{}",
                     self.name(),

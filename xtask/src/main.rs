@@ -104,7 +104,14 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Logs { component } => {
-            let log = dev()?.dirs.log(&component);
+            let instance = dev()?;
+            let known: Vec<&str> = instance.components().iter().map(|c| c.name()).collect();
+            anyhow::ensure!(
+                known.contains(&component.as_str()),
+                "no component {component:?}; one of: {}",
+                known.join(", ")
+            );
+            let log = instance.dirs.log(&component);
             let status = std::process::Command::new("tail")
                 .arg("-F")
                 .arg(&log)

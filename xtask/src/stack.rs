@@ -176,6 +176,13 @@ impl Instance {
 
     /// Stops every component this instance started, services first.
     pub fn stop(&self) {
+        let running = self
+            .components()
+            .iter()
+            .any(|c| c.running_pid(self).is_some());
+        if !running {
+            println!("nothing of {} is running", self.dirs.root.display());
+        }
         for component in self.components().iter().rev() {
             if let Some(pid) = component.running_pid(self) {
                 let started = Instant::now();

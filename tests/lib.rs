@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A service binary started by a test (rather than by the dev tool), on a free port, pointed at
-/// the test run's infrastructure unless `overrides` say otherwise.
+/// A service binary started by a test (rather than by the dev tool) with the test instance's
+/// configuration for that service, on a free port, with `overrides` on top.
 pub struct ServiceProcess {
     pub name: &'static str,
     child: Child,
@@ -19,15 +19,11 @@ pub struct ServiceProcess {
 
 impl ServiceProcess {
     pub fn start(name: &'static str, overrides: &[(&str, String)]) -> Self {
-        let infra = |var: &str| {
-            std::env::var(var).unwrap_or_else(|_| panic!("{var} not set: run ./dev test"))
-        };
+        let config_dir = test_support::required(test_support::CONFIG_DIR);
         let mut command = Command::new(binary(name));
         command
+            .env("REWARDS_CONFIG_FILE", format!("{config_dir}/{name}.toml"))
             .env("REWARDS_HTTP__PORT", "0")
-            .env("REWARDS_MONGO__URI", infra(test_support::MONGO_URI))
-            .env("REWARDS_KAFKA__BROKERS", infra(test_support::KAFKA_BROKERS))
-            .env("REWARDS_REGISTRY__URL", infra(test_support::REGISTRY_URL))
             .env("REWARDS_LOG__FORMAT", "json")
             .env_remove("RUST_LOG");
         for (key, value) in overrides {
@@ -35,7 +31,7 @@ impl ServiceProcess {
         }
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         let mut logs = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -1,31 +1,30 @@
-//! The auth service: user accounts (argon2 password hashes), login issuing JWTs, refresh
-//! tokens and roles. Owns `auth_db`; publishes UserRegistered and UserStatusChanged.
+//! The auth service: user accounts (argon2id password hashes), login issuing EdDSA JWTs,
+//! rotating refresh tokens with reuse detection, and roles. Owns `auth_db`; publishes
+//! UserRegistered and UserStatusChanged.
 
-use axum::Router;
-use serde::{Deserialize, Serialize};
+pub mod config;
+mod error;
+mod passwords;
+mod routes;
+mod store;
+mod tokens;
+mod validate;
+
+pub use config::Config;
+pub use error::AuthError;
+
+use auth_claims::{IdentityKey, Role};
+use axum::extract::FromRef;
+use http_api::auth::UserStatus;
+use passwords::Passwords;
+use secrecy::ExposeSecret;
 use service_config::catalog::AUTH as SPEC;
-use service_config::{HttpConfig, LogConfig};
-use service_deps::{Deps, DepsConfig, DepsError};
+use service_deps::{Deps, DepsError};
+use service_kit::startup::StartupGate;
 use service_kit::{App, Server};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Config {
-    pub http: HttpConfig,
-    #[serde(flatten)]
-    pub deps: DepsConfig,
-    pub log: LogConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            http: HttpConfig::for_service(&SPEC),
-            deps: DepsConfig::for_service(&SPEC),
-            log: LogConfig::default(),
-        }
-    }
-}
+use std::sync::Arc;
+use store::{Store, UserDoc};
+use tokens::Tokens;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -33,6 +32,24 @@ pub enum StartupError {
     Deps(#[from] DepsError),
     #[error("binding the HTTP listener: {0}")]
     Bind(#[from] std::io::Error),
+    #[error("internal.identity_secret: {0}")]
+    IdentitySecret(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    store: Store,
+    passwords: Passwords,
+    tokens: Arc<Tokens>,
+    identity: IdentityKey,
+}
+
+impl FromRef<AppState> for IdentityKey {
+    fn from_ref(state: &AppState) -> Self {
+        state.identity.clone()
+    }
 }
 
 /// Builds the service; the result runs with `port()` and `run_until_stopped()`.
@@ -41,7 +58,61 @@ pub struct Application;
 impl Application {
     pub async fn build(config: Config) -> Result<App, StartupError> {
         let deps = Deps::connect(&config.deps, SPEC.name).await?;
+        let identity = identity_key(&config.internal)?;
+        let state = AppState {
+            store: Store::new(deps.mongo.client().clone(), deps.mongo.db()),
+            passwords: Passwords::new(&config.passwords).await?,
+            tokens: Arc::new(Tokens::new(&config.jwt)?),
+            identity,
+        };
+        let gate = StartupGate::default();
+        let readiness = deps.readiness().check("startup", gate.probe());
         let server = Server::bind(&config.http).await?;
-        Ok(App::new(SPEC.name, server, Router::new(), deps.readiness()))
+        let app = App::new(SPEC.name, server, routes::routes(state.clone()), readiness);
+        let bootstrap = config.bootstrap_admin.clone();
+        gate.run(app.shutdown_handle().token(), move || {
+            let state = state.clone();
+            let bootstrap = bootstrap.clone();
+            Box::pin(async move { prepare_database(&state, &bootstrap).await })
+        });
+        Ok(app)
+    }
+}
+
+/// The identity key every service builds from `internal.identity_secret`.
+pub fn identity_key(config: &service_config::InternalConfig) -> Result<IdentityKey, StartupError> {
+    let secret = config
+        .identity_secret
+        .as_ref()
+        .ok_or_else(|| StartupError::IdentitySecret("not set".into()))?;
+    IdentityKey::new(secret).map_err(|e| StartupError::IdentitySecret(e.to_string()))
+}
+
+/// Indexes, and the bootstrap administrator if one is configured and missing.
+async fn prepare_database(
+    state: &AppState,
+    bootstrap: &config::BootstrapAdmin,
+) -> Result<(), AuthError> {
+    state.store.ensure_indexes().await?;
+    let (Some(email), Some(password)) = (&bootstrap.email, &bootstrap.password) else {
+        return Ok(());
+    };
+    let email = email.trim().to_lowercase();
+    if state.store.user_by_email(&email).await?.is_some() {
+        return Ok(());
+    }
+    let hash = state
+        .passwords
+        .hash(password.expose_secret().to_owned())
+        .await?;
+    let mut admin = UserDoc::new(email.clone(), hash, "admin".into(), vec![Role::Admin]);
+    admin.status = UserStatus::Active;
+    match state.store.insert_user(&admin).await {
+        // Another instance created it first.
+        Ok(()) | Err(AuthError::EmailTaken) => {
+            tracing::info!(%email, "bootstrap administrator ready");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }

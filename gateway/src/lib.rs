@@ -1,92 +1,160 @@
-//! The gateway: the platform's only public entry. Verifies JWTs, enforces roles and routes
-//! each request to the service that owns it (auth, event, reward-fulfillment).
+//! The gateway: the platform's only public entry. It verifies access tokens (EdDSA, keys from
+//! auth's JWKS), checks the route's role rule, and forwards the request to the owning service
+//! with the verified identity in a signed header. Also: per-client rate limits on login and
+//! register, request ids and trace context, 502/504 problems for failing upstreams, and the
+//! OpenAPI document at `/openapi.json`.
 
+mod authn;
+pub mod config;
+mod proxy;
+mod ratelimit;
+pub mod routes;
+mod upstream;
+
+pub use config::Config;
+
+use auth_claims::IdentityKey;
+use authn::Authenticator;
 use axum::Router;
-use serde::{Deserialize, Serialize};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{MethodFilter, MethodRouter, get};
+use ratelimit::ClientLimiter;
+use routes::ROUTES;
 use service_config::catalog::{AUTH, EVENT, GATEWAY as SPEC, REWARD_FULFILLMENT};
-use service_config::{HttpConfig, LogConfig};
 use service_kit::readiness::Readiness;
-use service_kit::{App, Server};
+use service_kit::{App, Problem, Server};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Base URLs of the services the gateway routes to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Upstreams {
-    pub auth: String,
-    pub event: String,
-    pub reward_fulfillment: String,
-}
-
-impl Default for Upstreams {
-    fn default() -> Self {
-        let local = |port: u16| format!("http://127.0.0.1:{port}");
-        Self {
-            auth: local(AUTH.default_port),
-            event: local(EVENT.default_port),
-            reward_fulfillment: local(REWARD_FULFILLMENT.default_port),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Config {
-    pub http: HttpConfig,
-    pub upstreams: Upstreams,
-    pub log: LogConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            http: HttpConfig::for_service(&SPEC),
-            upstreams: Upstreams::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
+use upstream::UpstreamClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("building the upstream HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    #[error("{0}")]
+    Config(String),
     #[error("binding the HTTP listener: {0}")]
     Bind(#[from] std::io::Error),
 }
 
-/// Builds the service; the result runs with `port()` and `run_until_stopped()`.
+/// What every request handler shares.
+pub(crate) struct Gateway {
+    auth: UpstreamClient,
+    event: UpstreamClient,
+    reward_fulfillment: UpstreamClient,
+    authenticator: Authenticator,
+    identity_key: IdentityKey,
+    limiter: Arc<ClientLimiter>,
+    max_body_bytes: usize,
+}
+
+/// Builds the gateway; the result runs with `port()` and `run_until_stopped()`.
 pub struct Application;
 
 impl Application {
     pub async fn build(config: Config) -> Result<App, StartupError> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(1))
-            .build()?;
-        let upstreams = [
-            (AUTH.name, config.upstreams.auth),
-            (EVENT.name, config.upstreams.event),
-            (REWARD_FULFILLMENT.name, config.upstreams.reward_fulfillment),
-        ];
-        // The gateway is ready when the services it routes to are alive.
-        let readiness = upstreams
-            .into_iter()
-            .fold(Readiness::new(), |readiness, (name, base)| {
-                let client = client.clone();
-                let url = format!("{}/healthz", base.trim_end_matches('/'));
-                readiness.check(name, move || upstream_alive(client.clone(), url.clone()))
-            });
+        let secret =
+            config.internal.identity_secret.as_ref().ok_or_else(|| {
+                StartupError::Config("internal.identity_secret is not set".into())
+            })?;
+        let identity_key =
+            IdentityKey::new(secret).map_err(|e| StartupError::Config(e.to_string()))?;
+        let timeout = Duration::from_millis(config.upstreams.timeout_ms);
+        let client =
+            |name, url: &str| UpstreamClient::new(name, url, timeout).map_err(StartupError::Config);
+        let auth = client(AUTH.name, &config.upstreams.auth)?;
+        let gateway = Arc::new(Gateway {
+            authenticator: Authenticator::new(&config.auth, auth.clone(), identity_key.clone()),
+            event: client(EVENT.name, &config.upstreams.event)?,
+            reward_fulfillment: client(
+                REWARD_FULFILLMENT.name,
+                &config.upstreams.reward_fulfillment,
+            )?,
+            auth,
+            identity_key,
+            limiter: ClientLimiter::new(&config.rate_limit),
+            max_body_bytes: config.http.max_body_bytes,
+        });
+
+        let readiness = readiness(&gateway);
         let server = Server::bind(&config.http).await?;
-        Ok(App::new(SPEC.name, server, Router::new(), readiness))
+        Ok(App::new(SPEC.name, server, router(gateway), readiness))
     }
 }
 
-async fn upstream_alive(client: reqwest::Client, url: String) -> Result<(), String> {
-    let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("{url} answered {}", response.status()))
+/// Ready when every upstream is alive and auth's signing keys are loaded (fetched here, so the
+/// first signed-in request after a start does not wait for them).
+fn readiness(gateway: &Arc<Gateway>) -> Readiness {
+    let mut readiness = Readiness::new();
+    for upstream in [&gateway.auth, &gateway.event, &gateway.reward_fulfillment] {
+        let upstream = upstream.clone();
+        readiness = readiness.check(upstream.name(), move || {
+            let upstream = upstream.clone();
+            async move {
+                upstream
+                    .get_json::<serde_json::Value>("/healthz", None)
+                    .await
+                    .map(|_| ())
+            }
+        });
     }
+    let keys = Arc::clone(gateway);
+    readiness.check("jwks", move || {
+        let gateway = Arc::clone(&keys);
+        async move {
+            if gateway.authenticator.has_keys() {
+                Ok(())
+            } else {
+                gateway.authenticator.refresh_keys().await
+            }
+        }
+    })
+}
+
+/// The route table as axum routes, so that routing, `405`s and per-route metrics come from
+/// the same table; plus `/openapi.json`.
+fn router(gateway: Arc<Gateway>) -> Router {
+    let openapi = axum::body::Bytes::from(
+        http_api::openapi()
+            .to_json()
+            .expect("the OpenAPI document serialises"),
+    );
+    let mut by_path: BTreeMap<&'static str, MethodRouter<Arc<Gateway>>> = BTreeMap::new();
+    for route in ROUTES {
+        let filter = MethodFilter::try_from(route.method.clone())
+            .expect("the table only uses standard methods");
+        let handler =
+            move |State(gateway): State<Arc<Gateway>>,
+                  ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                  request: Request| { proxy::handle(gateway, route, peer, request) };
+        let entry = by_path
+            .remove(route.path)
+            .unwrap_or_else(|| MethodRouter::new().fallback(method_not_allowed));
+        by_path.insert(route.path, entry.on(filter, handler));
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods)
+        })
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi.clone(),
+                )
+            }),
+        )
+        .with_state(gateway)
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This path does not take that method",
+    )
 }

@@ -19,7 +19,7 @@ mod stack;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use layout::{Home, InstanceDirs, workspace_root};
-use stack::{Instance, Ports};
+use stack::{Instance, InstanceKind, Ports};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -78,6 +78,7 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             install::Tools::locate(&home),
             InstanceDirs::new(home.dev_instance()),
             Ports::standard(),
+            InstanceKind::Dev,
         )
     };
     match command {
@@ -135,6 +136,7 @@ async fn up(home: &Home) -> anyhow::Result<ExitCode> {
         tools,
         InstanceDirs::new(home.dev_instance()),
         Ports::standard(),
+        InstanceKind::Dev,
     )?;
     instance.start().await?;
     let (table, _) = instance.status().await;
@@ -142,6 +144,11 @@ async fn up(home: &Home) -> anyhow::Result<ExitCode> {
     println!("logs:   {}", instance.dirs.logs().display());
     println!("data:   {}", instance.dirs.root.join("data").display());
     println!("public API: {}", instance.service_url("gateway"));
+    println!(
+        "admin:  {} (password in {})",
+        instance.secrets.admin_email,
+        instance.dirs.root.join("secrets.json").display()
+    );
     println!("up in {:.1?}", started.elapsed());
     Ok(ExitCode::SUCCESS)
 }
@@ -175,7 +182,13 @@ async fn test(home: &Home, lint: bool, cargo_args: &[String]) -> anyhow::Result<
     }
     let tools = install::ensure_all(home).await?;
     let root = test_instance_root(home);
-    let instance = Instance::open(home, tools, InstanceDirs::new(root.clone()), Ports::free()?)?;
+    let instance = Instance::open(
+        home,
+        tools,
+        InstanceDirs::new(root.clone()),
+        Ports::free()?,
+        InstanceKind::Test,
+    )?;
     let outcome = async {
         instance.start().await?;
         println!("test instance ready after {:.1?}", started.elapsed());

@@ -76,8 +76,51 @@ impl Ports {
 pub struct Instance {
     pub dirs: InstanceDirs,
     pub ports: Ports,
+    pub secrets: Secrets,
+    pub kind: InstanceKind,
     pub home: Home,
     pub tools: Tools,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceKind {
+    /// `./dev up`: the configuration a developer would run.
+    Dev,
+    /// `./dev test`: fresh data; limits that would get in the tests' way are raised.
+    Test,
+}
+
+/// The instance's secrets, made on first use and kept (mode 0600) next to its data, so that
+/// tokens and sessions survive a restart as they would in production.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Secrets {
+    pub identity_secret: String,
+    pub jwt_private_key_pem: String,
+    pub admin_email: String,
+    pub admin_password: String,
+}
+
+impl Secrets {
+    fn load_or_create(path: &std::path::Path) -> anyhow::Result<Self> {
+        if let Ok(saved) = std::fs::read(path) {
+            return serde_json::from_slice(&saved).context("reading secrets.json");
+        }
+        let secrets = Self {
+            identity_secret: auth_claims::generate_identity_secret(),
+            jwt_private_key_pem: auth_claims::generate_ed25519_pem(),
+            admin_email: "admin@rewards.local".into(),
+            admin_password: auth_claims::generate_identity_secret()[..24].to_owned(),
+        };
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(path)?
+            .write_all(&serde_json::to_vec_pretty(&secrets)?)?;
+        Ok(secrets)
+    }
 }
 
 impl Instance {
@@ -87,6 +130,7 @@ impl Instance {
         tools: Tools,
         dirs: InstanceDirs,
         ports: Ports,
+        kind: InstanceKind,
     ) -> anyhow::Result<Self> {
         dirs.create()?;
         let ports = match std::fs::read(dirs.ports_file()) {
@@ -96,9 +140,12 @@ impl Instance {
                 ports
             }
         };
+        let secrets = Secrets::load_or_create(&dirs.root.join("secrets.json"))?;
         Ok(Self {
             dirs,
             ports,
+            secrets,
+            kind,
             home: home.clone(),
             tools,
         })
@@ -242,6 +289,26 @@ impl Instance {
             (test_support::MONGO_URI.to_owned(), self.mongo_uri()),
             (test_support::KAFKA_BROKERS.to_owned(), self.kafka_brokers()),
             (test_support::REGISTRY_URL.to_owned(), self.registry_url()),
+            (
+                test_support::CONFIG_DIR.to_owned(),
+                self.dirs.config("").display().to_string(),
+            ),
+            (
+                test_support::ADMIN_EMAIL.to_owned(),
+                self.secrets.admin_email.clone(),
+            ),
+            (
+                test_support::ADMIN_PASSWORD.to_owned(),
+                self.secrets.admin_password.clone(),
+            ),
+            (
+                test_support::JWT_PRIVATE_KEY_PEM.to_owned(),
+                self.secrets.jwt_private_key_pem.clone(),
+            ),
+            (
+                test_support::IDENTITY_SECRET.to_owned(),
+                self.secrets.identity_secret.clone(),
+            ),
         ];
         for spec in catalog::SERVICES {
             env.push((
@@ -267,8 +334,31 @@ impl Instance {
                 Needs::Mongo => ("mongo", "uri", self.mongo_uri()),
                 Needs::Kafka => ("kafka", "brokers", self.kafka_brokers()),
                 Needs::Registry => ("registry", "url", self.registry_url()),
+                Needs::IdentitySecret => (
+                    "internal",
+                    "identity_secret",
+                    self.secrets.identity_secret.clone(),
+                ),
+                Needs::SigningKey => (
+                    "jwt",
+                    "private_key_pem",
+                    self.secrets.jwt_private_key_pem.clone(),
+                ),
             };
-            let _ = write!(toml, "\n[{section}]\n{key} = \"{value}\"\n");
+            // Literal multi-line strings: values (a PEM key) may hold newlines, never `'''`.
+            let _ = write!(toml, "\n[{section}]\n{key} = '''\n{value}'''\n");
+        }
+        if spec.name == catalog::AUTH.name {
+            let _ = write!(
+                toml,
+                "\n[bootstrap_admin]\nemail = '{}'\npassword = '{}'\n",
+                self.secrets.admin_email, self.secrets.admin_password
+            );
+        }
+        if spec.name == catalog::GATEWAY.name && self.kind == InstanceKind::Test {
+            // Every test signs in from 127.0.0.1; the limit itself is tested on a gateway of
+            // its own.
+            toml.push_str("\n[rate_limit]\nper_minute = 1000000\nburst = 100000\n");
         }
         if !spec.upstreams.is_empty() {
             toml.push_str("\n[upstreams]\n");

@@ -135,3 +135,13 @@ pub fn command_error_code(error: &mongodb::error::Error) -> Option<i32> {
         _ => None,
     }
 }
+
+/// Whether a write failed on a unique index (E11000).
+pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
+    }
+}

@@ -9,6 +9,10 @@ pub enum Needs {
     Mongo,
     Kafka,
     Registry,
+    /// The shared secret behind the gateway's identity assertions.
+    IdentitySecret,
+    /// The private key access tokens are signed with (auth only).
+    SigningKey,
 }
 
 impl Needs {
@@ -18,6 +22,8 @@ impl Needs {
             Needs::Mongo => "REWARDS_MONGO__URI",
             Needs::Kafka => "REWARDS_KAFKA__BROKERS",
             Needs::Registry => "REWARDS_REGISTRY__URL",
+            Needs::IdentitySecret => "REWARDS_INTERNAL__IDENTITY_SECRET",
+            Needs::SigningKey => "REWARDS_JWT__PRIVATE_KEY_PEM",
         }
     }
 }
@@ -40,7 +46,7 @@ pub const GATEWAY: ServiceSpec = ServiceSpec {
     name: "gateway",
     default_port: 3000,
     database: None,
-    needs: &[],
+    needs: &[IdentitySecret],
     upstreams: &[
         ("auth", "REWARDS_UPSTREAMS__AUTH"),
         ("event", "REWARDS_UPSTREAMS__EVENT"),
@@ -55,7 +61,7 @@ pub const AUTH: ServiceSpec = ServiceSpec {
     name: "auth",
     default_port: 3001,
     database: Some("auth_db"),
-    needs: &[Mongo, Kafka, Registry],
+    needs: &[Mongo, Kafka, Registry, IdentitySecret, SigningKey],
     upstreams: &[],
 };
 
@@ -63,7 +69,7 @@ pub const EVENT: ServiceSpec = ServiceSpec {
     name: "event",
     default_port: 3002,
     database: Some("event_db"),
-    needs: &[Mongo, Kafka, Registry],
+    needs: &[Mongo, Kafka, Registry, IdentitySecret],
     upstreams: &[],
 };
 
@@ -71,7 +77,7 @@ pub const REWARD_FULFILLMENT: ServiceSpec = ServiceSpec {
     name: "reward-fulfillment",
     default_port: 3003,
     database: Some("reward_db"),
-    needs: &[Mongo, Kafka, Registry],
+    needs: &[Mongo, Kafka, Registry, IdentitySecret],
     upstreams: &[],
 };
 

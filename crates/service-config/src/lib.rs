@@ -63,6 +63,8 @@ pub struct HttpConfig {
     /// How long in-flight requests get to finish after a shutdown signal.
     #[serde(with = "duration_ms")]
     pub shutdown_grace_ms: Duration,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
 }
 
 impl HttpConfig {
@@ -81,6 +83,7 @@ impl Default for HttpConfig {
             host: "127.0.0.1".into(),
             port: 0,
             shutdown_grace_ms: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -166,6 +169,16 @@ impl Default for RegistryConfig {
     }
 }
 
+/// Service-to-service trust: the secret behind the gateway's identity assertions (see the
+/// `auth-claims` crate). Every service and the gateway must hold the same one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InternalConfig {
+    /// At least 32 bytes; `openssl rand -hex 32` makes a good one.
+    #[serde(serialize_with = "expose_option_for_layering")]
+    pub identity_secret: Option<SecretString>,
+}
+
 /// Logging output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -194,11 +207,21 @@ pub enum LogFormat {
 
 /// Serialising a secret is only needed to seed figment's default layer; the value goes no
 /// further than the provider chain.
-fn expose_for_layering<S: serde::Serializer>(
+pub fn expose_for_layering<S: serde::Serializer>(
     secret: &SecretString,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(secret.expose_secret())
+}
+
+pub fn expose_option_for_layering<S: serde::Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => serializer.serialize_some(secret.expose_secret()),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// Durations in config are plain milliseconds: easy to write in TOML and in env vars.

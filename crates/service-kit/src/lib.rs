@@ -5,9 +5,11 @@
 //! A service builds its own `Router`, hands it to [`Server::serve`] together with its
 //! readiness checks, and gets the rest.
 
+pub mod json;
 pub mod problem;
 pub mod readiness;
 pub mod shutdown;
+pub mod startup;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -23,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use json::{FieldError, Json, Query};
 pub use problem::Problem;
 pub use shutdown::Shutdown;
 
@@ -74,6 +77,7 @@ impl App {
 pub struct Server {
     listener: TcpListener,
     grace: Duration,
+    max_body_bytes: usize,
 }
 
 impl Server {
@@ -82,6 +86,7 @@ impl Server {
         Ok(Self {
             listener,
             grace: config.shutdown_grace_ms,
+            max_body_bytes: config.max_body_bytes,
         })
     }
 
@@ -104,11 +109,16 @@ impl Server {
         readiness: Readiness,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let app = with_operational_routes(routes, readiness);
+        let app = with_operational_routes(routes, readiness)
+            .layer(axum::extract::DefaultBodyLimit::max(self.max_body_bytes));
         tracing::info!(service, addr = %self.local_addr(), "listening");
         let stopping = shutdown.clone();
-        let server = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stopping.cancelled().await });
+        // Connect info gives handlers the peer address (the gateway's per-client limits).
+        let server = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stopping.cancelled().await });
         let mut server = std::pin::pin!(server.into_future());
         tokio::select! {
             result = &mut server => result?,
@@ -147,11 +157,17 @@ pub fn with_operational_routes(routes: Router, readiness: Readiness) -> Router {
                     .get(REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
+                let traceparent = request
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
                 tracing::info_span!(
                     "request",
                     method = %request.method(),
                     path = %request.uri().path(),
                     request_id,
+                    traceparent,
                 )
             }),
         )

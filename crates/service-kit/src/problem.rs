@@ -14,28 +14,29 @@ pub struct Problem {
     pub status: StatusCode,
     /// A URI naming the problem type; `about:blank` plus `code` is enough for our clients.
     #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
+    pub kind: &'static str,
+    pub title: &'static str,
     #[serde(rename = "status")]
     pub status_code: u16,
-    pub code: String,
+    pub code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Extension members (RFC 9457 §3.2), e.g. the failing field or the readiness checks.
+    /// Boxed: most problems have none, and a small `Problem` keeps `Result`s small.
     #[serde(flatten)]
-    pub extensions: Map<String, Value>,
+    pub extensions: Box<Map<String, Value>>,
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, code: &str, title: &str) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, title: &'static str) -> Self {
         Self {
             status,
-            kind: "about:blank".into(),
-            title: title.into(),
+            kind: "about:blank",
+            title,
             status_code: status.as_u16(),
-            code: code.into(),
+            code,
             detail: None,
-            extensions: Map::new(),
+            extensions: Box::default(),
         }
     }
 

@@ -13,10 +13,19 @@ use std::time::Duration;
 pub const MONGO_URI: &str = "REWARDS_TEST_MONGO_URI";
 pub const KAFKA_BROKERS: &str = "REWARDS_TEST_KAFKA_BROKERS";
 pub const REGISTRY_URL: &str = "REWARDS_TEST_REGISTRY_URL";
+/// Directory of the service config files the dev tool wrote for this instance.
+pub const CONFIG_DIR: &str = "REWARDS_TEST_CONFIG_DIR";
+/// The bootstrap administrator of this instance.
+pub const ADMIN_EMAIL: &str = "REWARDS_TEST_ADMIN_EMAIL";
+pub const ADMIN_PASSWORD: &str = "REWARDS_TEST_ADMIN_PASSWORD";
+/// The instance's token signing key, so tests can make the tokens an attacker would try.
+pub const JWT_PRIVATE_KEY_PEM: &str = "REWARDS_TEST_JWT_PRIVATE_KEY_PEM";
+/// The instance's identity-assertion secret.
+pub const IDENTITY_SECRET: &str = "REWARDS_TEST_IDENTITY_SECRET";
 /// Prefix of the variables holding each service's base URL, e.g. `REWARDS_TEST_URL_GATEWAY`.
 pub const SERVICE_URL_PREFIX: &str = "REWARDS_TEST_URL_";
 
-fn required(var: &str) -> String {
+pub fn required(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!(
             "{var} is not set: integration tests run against real servers started by \

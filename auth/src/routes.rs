@@ -1,0 +1,316 @@
+//! The auth service's HTTP routes. Paths are the public ones; the gateway forwards them
+//! unchanged.
+
+use crate::AppState;
+use crate::error::AuthError;
+use crate::store::{Rotation, UserDoc};
+use crate::tokens::{hash_refresh_token, new_refresh_token};
+use crate::validate;
+use auth_claims::{Identity, Role};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use http_api::auth::*;
+use http_api::{Page, PageQuery};
+use mongo_kit::mongodb::bson::{DateTime, doc, to_bson};
+use service_kit::{FieldError, Json, Query};
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/users/me", get(me).patch(update_me).delete(delete_me))
+        .route("/users", get(list_users))
+        .route("/users/{id}", get(get_user).delete(delete_user))
+        .route("/users/{id}/roles", put(set_roles))
+        .route("/users/{id}/ban", post(ban))
+        .route("/users/{id}/unban", post(unban))
+        .route("/internal/users/{id}/session", get(session_state))
+        .with_state(state)
+}
+
+async fn register(
+    State(state): State<AppState>,
+    Json(request): Json<RegisterRequest>,
+) -> Result<impl IntoResponse, AuthError> {
+    let email = validate::email(&request.email);
+    let nickname = validate::nickname(&request.nickname);
+    let password = validate::password(&request.password);
+    let (email, nickname) = match (email, nickname, password) {
+        (Ok(email), Ok(nickname), Ok(())) => (email, nickname),
+        (email, nickname, password) => {
+            let errors = [email.err(), nickname.err(), password.err()];
+            return Err(AuthError::Validation(
+                errors.into_iter().flatten().collect(),
+            ));
+        }
+    };
+    let hash = state.passwords.hash(request.password).await?;
+    let user = UserDoc::new(email, hash, nickname, vec![Role::User]);
+    state.store.insert_user(&user).await?;
+    metrics::counter!("auth_registrations_total").increment(1);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/users/{}", user.id))],
+        Json(user.to_api()),
+    ))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Json(request): Json<LoginRequest>,
+) -> Result<Json<TokenPair>, AuthError> {
+    let email = request.email.trim().to_lowercase();
+    let user = state.store.user_by_email(&email).await?;
+    // Always one argon2 verification, so an unknown email costs what a wrong password costs.
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let matches = state.passwords.verify(request.password, hash).await?;
+    let result = match user {
+        Some(user) if matches => match user.status {
+            UserStatus::Active => Ok(user),
+            UserStatus::Banned => Err(AuthError::Banned),
+            // Deleted accounts answer like unknown ones.
+            UserStatus::Deleted => Err(AuthError::InvalidCredentials),
+        },
+        _ => Err(AuthError::InvalidCredentials),
+    };
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(AuthError::Banned) => "banned",
+        Err(_) => "invalid",
+    };
+    metrics::counter!("auth_logins_total", "outcome" => outcome).increment(1);
+    issue_session(&state, &result?).await.map(Json)
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    Json(request): Json<RefreshRequest>,
+) -> Result<Json<TokenPair>, AuthError> {
+    let (next, next_hash) = new_refresh_token();
+    let presented = hash_refresh_token(&request.refresh_token);
+    let user_id = match state
+        .store
+        .rotate(&presented, &next_hash, state.tokens.refresh_ttl)
+        .await?
+    {
+        Rotation::Rotated { user_id } => user_id,
+        Rotation::Reused => return Err(AuthError::RefreshTokenReused),
+        Rotation::Invalid => return Err(AuthError::InvalidRefreshToken),
+    };
+    let user = state.store.user(&user_id).await?;
+    if user.status != UserStatus::Active {
+        state.store.end_session(&next_hash).await?;
+        return Err(AuthError::InvalidRefreshToken);
+    }
+    Ok(Json(token_pair(&state, &user, next)))
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    Json(request): Json<RefreshRequest>,
+) -> Result<StatusCode, AuthError> {
+    state
+        .store
+        .end_session(&hash_refresh_token(&request.refresh_token))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(state.tokens.jwks().clone()),
+    )
+}
+
+async fn me(State(state): State<AppState>, identity: Identity) -> Result<Json<User>, AuthError> {
+    let user = state.store.user(user_id_of(&identity)?).await?;
+    Ok(Json(user.to_api()))
+}
+
+async fn update_me(
+    State(state): State<AppState>,
+    identity: Identity,
+    Json(request): Json<UpdateMeRequest>,
+) -> Result<Json<User>, AuthError> {
+    let id = user_id_of(&identity)?;
+    let mut set = doc! {};
+    let mut errors = Vec::new();
+    if let Some(nickname) = &request.nickname {
+        match validate::nickname(nickname) {
+            Ok(nickname) => {
+                set.insert("nickname", nickname);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(password) = &request.password {
+        if let Err(e) = validate::password(password) {
+            errors.push(e);
+        }
+        if request.current_password.is_none() {
+            errors.push(FieldError::new(
+                "currentPassword",
+                "required to change the password",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AuthError::Validation(errors));
+    }
+    let password_changed = match (request.password, request.current_password) {
+        (Some(password), Some(current)) => {
+            let user = state.store.user(id).await?;
+            if !state
+                .passwords
+                .verify(current, Some(user.password_hash))
+                .await?
+            {
+                return Err(AuthError::WrongPassword);
+            }
+            set.insert("passwordHash", state.passwords.hash(password).await?);
+            true
+        }
+        _ => false,
+    };
+    // A new password ends every session: whoever knew the old one is signed out.
+    let user = state.store.update_user(id, set, password_changed).await?;
+    Ok(Json(user.to_api()))
+}
+
+async fn delete_me(
+    State(state): State<AppState>,
+    identity: Identity,
+) -> Result<StatusCode, AuthError> {
+    soft_delete(&state, user_id_of(&identity)?).await
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    identity: Identity,
+    Query(filter): Query<UserFilter>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<User>>, AuthError> {
+    identity.require(&[Role::Admin])?;
+    Ok(Json(state.store.list_users(&filter, page).await?))
+}
+
+async fn get_user(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<User>, AuthError> {
+    identity.require(&[Role::Admin])?;
+    Ok(Json(state.store.user(&id).await?.to_api()))
+}
+
+async fn set_roles(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+    Json(request): Json<SetRolesRequest>,
+) -> Result<Json<User>, AuthError> {
+    identity.require(&[Role::Admin])?;
+    let roles = validate::roles(request.roles).map_err(|e| AuthError::Validation(vec![e]))?;
+    let roles = to_bson(&roles).map_err(|e| AuthError::Internal(e.to_string()))?;
+    let user = state
+        .store
+        .update_user(&id, doc! { "roles": roles }, true)
+        .await?;
+    Ok(Json(user.to_api()))
+}
+
+async fn ban(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<User>, AuthError> {
+    identity.require(&[Role::Admin])?;
+    let user = state
+        .store
+        .update_user(&id, doc! { "status": "BANNED" }, true)
+        .await?;
+    Ok(Json(user.to_api()))
+}
+
+async fn unban(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<User>, AuthError> {
+    identity.require(&[Role::Admin])?;
+    let user = state
+        .store
+        .update_user(&id, doc! { "status": "ACTIVE" }, false)
+        .await?;
+    Ok(Json(user.to_api()))
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AuthError> {
+    identity.require(&[Role::Admin])?;
+    soft_delete(&state, &id).await
+}
+
+/// For the gateway: the user's status and token version (which its cache holds briefly).
+async fn session_state(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<axum::Json<SessionState>, AuthError> {
+    if !identity.has_any(&[Role::System]) {
+        return Err(auth_claims::forbidden().into());
+    }
+    Ok(axum::Json(state.store.session_state(&id).await?))
+}
+
+async fn soft_delete(state: &AppState, id: &str) -> Result<StatusCode, AuthError> {
+    state
+        .store
+        .update_user(
+            id,
+            doc! { "status": "DELETED", "deletedAt": DateTime::now() },
+            true,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's own user id; SYSTEM callers have no account.
+fn user_id_of(identity: &Identity) -> Result<&str, AuthError> {
+    if identity.roles.iter().any(|r| Role::ASSIGNABLE.contains(r)) {
+        Ok(&identity.sub)
+    } else {
+        Err(auth_claims::forbidden().into())
+    }
+}
+
+/// A new session: an access token and the first refresh token of a new family.
+async fn issue_session(state: &AppState, user: &UserDoc) -> Result<TokenPair, AuthError> {
+    let (refresh, hash) = new_refresh_token();
+    state
+        .store
+        .start_session(&user.id, hash, state.tokens.refresh_ttl)
+        .await?;
+    Ok(token_pair(state, user, refresh))
+}
+
+fn token_pair(state: &AppState, user: &UserDoc, refresh_token: String) -> TokenPair {
+    TokenPair {
+        access_token: state
+            .tokens
+            .access_token(&user.id, &user.roles, user.token_version),
+        refresh_token,
+        token_type: "Bearer".into(),
+        expires_in: state.tokens.access_ttl.as_secs(),
+    }
+}

@@ -1,0 +1,347 @@
+//! `auth_db`: the `users` and `refresh_tokens` collections and every query the service makes.
+
+use crate::error::AuthError;
+use auth_claims::Role;
+use futures::TryStreamExt;
+use http_api::auth::{SessionState, User, UserFilter, UserStatus};
+use http_api::{Page, PageQuery};
+use mongo_kit::mongodb::bson::{DateTime, Document, doc, to_bson};
+use mongo_kit::mongodb::options::{FindOneAndUpdateOptions, IndexOptions, ReturnDocument};
+use mongo_kit::mongodb::{Client, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Lower-cased; unique.
+    pub email: String,
+    pub password_hash: String,
+    pub nickname: String,
+    pub roles: Vec<Role>,
+    pub status: UserStatus,
+    /// Raised by every change that must end outstanding access tokens.
+    pub token_version: i64,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+    pub deleted_at: Option<DateTime>,
+}
+
+impl UserDoc {
+    pub fn new(email: String, password_hash: String, nickname: String, roles: Vec<Role>) -> Self {
+        let now = DateTime::now();
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            email,
+            password_hash,
+            nickname,
+            roles,
+            status: UserStatus::Active,
+            token_version: 0,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        }
+    }
+
+    pub fn to_api(&self) -> User {
+        User {
+            id: self.id.clone(),
+            email: self.email.clone(),
+            nickname: self.nickname.clone(),
+            roles: self.roles.clone(),
+            status: self.status,
+            created_at: rfc3339(self.created_at),
+            updated_at: rfc3339(self.updated_at),
+            deleted_at: self.deleted_at.map(rfc3339),
+        }
+    }
+}
+
+pub fn rfc3339(time: DateTime) -> String {
+    time.try_to_rfc3339_string().unwrap_or_default()
+}
+
+/// A refresh token, by hash. Tokens of one login form a family: rotation adds to it, reuse
+/// of a spent token revokes all of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshDoc {
+    #[serde(rename = "_id")]
+    hash: String,
+    family_id: String,
+    user_id: String,
+    created_at: DateTime,
+    /// TTL index: MongoDB removes the document once this passes.
+    expires_at: DateTime,
+    used_at: Option<DateTime>,
+    revoked: bool,
+}
+
+/// What presenting a refresh token found.
+pub enum Rotation {
+    /// Valid and now spent; the successor was stored.
+    Rotated { user_id: String },
+    /// Already spent or revoked: the family is now revoked.
+    Reused,
+    /// Unknown or expired.
+    Invalid,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    users: Collection<UserDoc>,
+    refresh: Collection<RefreshDoc>,
+}
+
+impl Store {
+    pub fn new(client: Client, db: &Database) -> Self {
+        Self {
+            client,
+            users: db.collection("users"),
+            refresh: db.collection("refresh_tokens"),
+        }
+    }
+
+    pub async fn ensure_indexes(&self) -> Result<(), AuthError> {
+        let unique = IndexOptions::builder().unique(true).build();
+        self.users
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "email": 1 })
+                    .options(unique)
+                    .build(),
+            )
+            .await?;
+        self.users
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "status": 1, "roles": 1 })
+                    .build(),
+            )
+            .await?;
+        let ttl = IndexOptions::builder().expire_after(Duration::ZERO).build();
+        self.refresh
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "expiresAt": 1 })
+                    .options(ttl)
+                    .build(),
+            )
+            .await?;
+        self.refresh
+            .create_index(IndexModel::builder().keys(doc! { "familyId": 1 }).build())
+            .await?;
+        self.refresh
+            .create_index(IndexModel::builder().keys(doc! { "userId": 1 }).build())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_user(&self, user: &UserDoc) -> Result<(), AuthError> {
+        match self.users.insert_one(user).await {
+            Ok(_) => Ok(()),
+            Err(e) if mongo_kit::is_duplicate_key(&e) => Err(AuthError::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserDoc>, AuthError> {
+        Ok(self.users.find_one(doc! { "email": email }).await?)
+    }
+
+    pub async fn user(&self, id: &str) -> Result<UserDoc, AuthError> {
+        self.users
+            .find_one(doc! { "_id": id })
+            .await?
+            .ok_or(AuthError::UserNotFound)
+    }
+
+    pub async fn session_state(&self, id: &str) -> Result<SessionState, AuthError> {
+        let user = self.user(id).await?;
+        Ok(SessionState {
+            status: user.status,
+            token_version: user.token_version,
+        })
+    }
+
+    pub async fn list_users(
+        &self,
+        filter: &UserFilter,
+        page: PageQuery,
+    ) -> Result<Page<User>, AuthError> {
+        let page = page.clamped();
+        let mut query = Document::new();
+        if let Some(email) = &filter.email {
+            query.insert("email", email.trim().to_lowercase());
+        }
+        if let Some(role) = filter.role {
+            query.insert("roles", role.as_str());
+        }
+        if let Some(status) = filter.status {
+            query.insert("status", to_bson(&status).map_err(internal)?);
+        }
+        let total = self.users.count_documents(query.clone()).await?;
+        let items: Vec<UserDoc> = self
+            .users
+            .find(query)
+            .sort(doc! { "_id": 1 })
+            .skip(page.skip())
+            .limit(page.size as i64)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(Page {
+            items: items.iter().map(UserDoc::to_api).collect(),
+            page: page.page,
+            size: page.size,
+            total,
+        })
+    }
+
+    /// Applies `update` (plus `updatedAt`, and a token-version bump when `revoke_tokens`) and
+    /// returns the user as it is afterwards.
+    pub async fn update_user(
+        &self,
+        id: &str,
+        mut set: Document,
+        revoke_tokens: bool,
+    ) -> Result<UserDoc, AuthError> {
+        set.insert("updatedAt", DateTime::now());
+        let mut update = doc! { "$set": set };
+        if revoke_tokens {
+            update.insert("$inc", doc! { "tokenVersion": 1 });
+        }
+        let options = FindOneAndUpdateOptions::builder()
+            .return_document(ReturnDocument::After)
+            .build();
+        let user = self
+            .users
+            .find_one_and_update(doc! { "_id": id }, update)
+            .with_options(options)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        if revoke_tokens {
+            self.revoke_user_sessions(id).await?;
+        }
+        Ok(user)
+    }
+
+    /// Starts a new session (refresh-token family) for the user.
+    pub async fn start_session(
+        &self,
+        user_id: &str,
+        hash: String,
+        ttl: Duration,
+    ) -> Result<(), AuthError> {
+        let family_id = uuid::Uuid::now_v7().to_string();
+        self.refresh
+            .insert_one(refresh_doc(hash, family_id, user_id.to_owned(), ttl))
+            .await?;
+        Ok(())
+    }
+
+    /// Spends the token `hash` and stores `next_hash` in its family, in one transaction; or
+    /// detects reuse and revokes the family.
+    pub async fn rotate(
+        &self,
+        hash: &str,
+        next_hash: &str,
+        ttl: Duration,
+    ) -> Result<Rotation, AuthError> {
+        // Owned captures: the driver's async-closure API trips a compiler limitation
+        // (rust-lang/rust#96865) when the closure borrows.
+        let refresh = self.refresh.clone();
+        let (hash_owned, next_hash) = (hash.to_owned(), next_hash.to_owned());
+        let mut session = self.client.start_session().await?;
+        let rotated = session
+            .start_transaction()
+            .and_run2(async move |s| {
+                let now = DateTime::now();
+                let spent = refresh
+                    .find_one_and_update(
+                        doc! {
+                            "_id": hash_owned.as_str(),
+                            "usedAt": null,
+                            "revoked": false,
+                            "expiresAt": { "$gt": now },
+                        },
+                        doc! { "$set": { "usedAt": now } },
+                    )
+                    .session(&mut *s)
+                    .await?;
+                let Some(spent) = spent else {
+                    return Ok(None);
+                };
+                let next = refresh_doc(
+                    next_hash.clone(),
+                    spent.family_id.clone(),
+                    spent.user_id.clone(),
+                    ttl,
+                );
+                refresh.insert_one(next).session(&mut *s).await?;
+                Ok(Some(spent.user_id))
+            })
+            .await?;
+        if let Some(user_id) = rotated {
+            return Ok(Rotation::Rotated { user_id });
+        }
+        // Not spendable: unknown, expired, or spent/revoked before. Only the last is reuse.
+        match self.refresh.find_one(doc! { "_id": hash }).await? {
+            Some(old) if old.used_at.is_some() || old.revoked => {
+                self.revoke_family(&old.family_id).await?;
+                tracing::warn!(family = %old.family_id, user = %old.user_id, "refresh token reused; session revoked");
+                Ok(Rotation::Reused)
+            }
+            _ => Ok(Rotation::Invalid),
+        }
+    }
+
+    /// Revokes the session the token belongs to, if any.
+    pub async fn end_session(&self, hash: &str) -> Result<(), AuthError> {
+        if let Some(token) = self.refresh.find_one(doc! { "_id": hash }).await? {
+            self.revoke_family(&token.family_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn revoke_family(&self, family_id: &str) -> Result<(), AuthError> {
+        self.refresh
+            .update_many(
+                doc! { "familyId": family_id },
+                doc! { "$set": { "revoked": true } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str) -> Result<(), AuthError> {
+        self.refresh
+            .update_many(
+                doc! { "userId": user_id },
+                doc! { "$set": { "revoked": true } },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn refresh_doc(hash: String, family_id: String, user_id: String, ttl: Duration) -> RefreshDoc {
+    let now = DateTime::now();
+    RefreshDoc {
+        hash,
+        family_id,
+        user_id,
+        created_at: now,
+        expires_at: DateTime::from_millis(now.timestamp_millis() + ttl.as_millis() as i64),
+        used_at: None,
+        revoked: false,
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> AuthError {
+    AuthError::Internal(e.to_string())
+}

@@ -1,0 +1,151 @@
+//! The OpenAPI document. Each operation is declared on an empty function (the handlers live
+//! in the services, which this crate must not depend on); bodies and responses reference the
+//! types of this crate, so their schemas are generated from the code.
+#![allow(dead_code)]
+
+use crate::auth::*;
+use crate::{Page, PageQuery, Problem};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The public API as the gateway serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Reward platform",
+        description = "Players claim rewards for in-game events. Every route is served by the \
+                       gateway; errors are application/problem+json with a stable `code`."
+    ),
+    paths(
+        register, login, refresh, logout, jwks,
+        get_me, update_me, delete_me,
+        list_users, get_user, set_roles, ban, unban, delete_user,
+    ),
+    components(schemas(Problem, Page<User>)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts and sessions"),
+        (name = "users", description = "User administration"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[utoipa::path(post, path = "/auth/register", tag = "auth",
+    description = "Creates an account with role USER. Public; rate limited per client.",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, body = User),
+        (status = 409, description = "`email_taken`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`, naming the field", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`, with Retry-After", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn register() {}
+
+#[utoipa::path(post, path = "/auth/login", tag = "auth",
+    description = "Public; rate limited per client. Unknown email and wrong password answer alike.",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, body = TokenPair),
+        (status = 401, description = "`invalid_credentials`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`account_banned`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn login() {}
+
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth",
+    description = "Public. Rotates the refresh token; presenting a spent one revokes its whole session.",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, body = TokenPair),
+        (status = 401, description = "`invalid_refresh_token`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn refresh() {}
+
+#[utoipa::path(post, path = "/auth/logout", tag = "auth",
+    description = "Public. Revokes the session the refresh token belongs to.",
+    request_body = RefreshRequest,
+    responses((status = 204)))]
+fn logout() {}
+
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    description = "Public keys that verify access tokens (EdDSA).",
+    responses((status = 200, description = "A JWK set")))]
+fn jwks() {}
+
+#[utoipa::path(get, path = "/users/me", tag = "users", security(("bearer" = [])),
+    description = "Any signed-in user.",
+    responses((status = 200, body = User), (status = 401, body = Problem, content_type = "application/problem+json")))]
+fn get_me() {}
+
+#[utoipa::path(patch, path = "/users/me", tag = "users", security(("bearer" = [])),
+    description = "Any signed-in user. A new password needs `currentPassword` and ends every session.",
+    request_body = UpdateMeRequest,
+    responses(
+        (status = 200, body = User),
+        (status = 403, description = "`wrong_password`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn update_me() {}
+
+#[utoipa::path(delete, path = "/users/me", tag = "users", security(("bearer" = [])),
+    description = "Any signed-in user: soft-deletes the account (status DELETED).",
+    responses((status = 204)))]
+fn delete_me() {}
+
+#[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])),
+    description = "ADMIN.",
+    params(UserFilter, PageQuery),
+    responses((status = 200, body = Page<User>), (status = 403, body = Problem, content_type = "application/problem+json")))]
+fn list_users() {}
+
+#[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])),
+    description = "ADMIN.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = User), (status = 404, description = "`user_not_found`", body = Problem, content_type = "application/problem+json")))]
+fn get_user() {}
+
+#[utoipa::path(put, path = "/users/{id}/roles", tag = "users", security(("bearer" = [])),
+    description = "ADMIN. Ends the user's outstanding access tokens.",
+    params(("id" = String, Path)),
+    request_body = SetRolesRequest,
+    responses((status = 200, body = User), (status = 422, body = Problem, content_type = "application/problem+json")))]
+fn set_roles() {}
+
+#[utoipa::path(post, path = "/users/{id}/ban", tag = "users", security(("bearer" = [])),
+    description = "ADMIN. The user can no longer sign in; outstanding tokens stop working.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = User)))]
+fn ban() {}
+
+#[utoipa::path(post, path = "/users/{id}/unban", tag = "users", security(("bearer" = [])),
+    description = "ADMIN.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = User)))]
+fn unban() {}
+
+#[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = [])),
+    description = "ADMIN. Soft delete: status DELETED and deletedAt; the record stays.",
+    params(("id" = String, Path)),
+    responses((status = 204)))]
+fn delete_user() {}

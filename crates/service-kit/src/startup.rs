@@ -1,0 +1,64 @@
+//! One-time start-up work that needs the database (indexes, seed data): run in the
+//! background, retried until it succeeds, and reported by `/readyz` until then. A service so
+//! starts (and says why it is not ready) while its database is still coming up.
+
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Whether the start-up work has finished.
+#[derive(Clone, Default)]
+pub struct StartupGate(Arc<AtomicBool>);
+
+impl StartupGate {
+    pub fn is_open(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// A readiness check that passes once the work is done.
+    pub fn probe(
+        &self,
+    ) -> impl Fn() -> BoxFuture<'static, Result<(), &'static str>> + Send + Sync + 'static {
+        let gate = self.clone();
+        move || {
+            let open = gate.is_open();
+            Box::pin(async move {
+                if open {
+                    Ok(())
+                } else {
+                    Err("start-up work (indexes, seed data) not done yet")
+                }
+            })
+        }
+    }
+
+    /// Runs `work` until it succeeds (backing off from 100 ms to 5 s between attempts) or
+    /// `stop` fires, then opens the gate.
+    pub fn run<F, E>(&self, stop: CancellationToken, mut work: F)
+    where
+        F: FnMut() -> BoxFuture<'static, Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let gate = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match work().await {
+                    Ok(()) => {
+                        gate.0.store(true, Ordering::Release);
+                        tracing::info!("start-up work done");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "start-up work failed"),
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+}

@@ -1,0 +1,247 @@
+//! One request through the gateway: rate limit, authenticate, authorise, then forward to the
+//! owning service with the verified identity attached.
+
+use crate::Gateway;
+use crate::routes::{Access, Route, Upstream};
+use crate::upstream::{UpstreamClient, UpstreamError};
+use auth_claims::{IDENTITY_HEADER, Identity};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use service_kit::Problem;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1): never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const TRACEPARENT: &str = "traceparent";
+
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    route: &'static Route,
+    peer: SocketAddr,
+    mut request: Request,
+) -> Response {
+    // Identity headers are the gateway's to set; a client's copy is dropped unread.
+    strip_internal(request.headers_mut());
+
+    if route.rate_limited
+        && let Err(wait) = gateway.limiter.check(peer, request.headers())
+    {
+        return rate_limited(wait);
+    }
+
+    let identity = match route.access {
+        Access::Public => None,
+        Access::SignedIn | Access::Roles(_) => {
+            match gateway.authenticator.authenticate(request.headers()).await {
+                Ok(identity) => Some(identity),
+                Err(failure) => return failure.problem().into_response(),
+            }
+        }
+    };
+    if let (Access::Roles(roles), Some(identity)) = (route.access, &identity)
+        && !identity.may(roles)
+    {
+        return auth_claims::forbidden().into_response();
+    }
+
+    if declared_length(request.headers()).is_some_and(|len| len > gateway.max_body_bytes) {
+        return service_kit::json::payload_too_large().into_response();
+    }
+
+    prepare_upstream_headers(&gateway, &mut request, peer, identity.as_ref());
+    let upstream = gateway.upstream(route.upstream);
+    forward(upstream, request, gateway.max_body_bytes).await
+}
+
+async fn forward(upstream: &UpstreamClient, request: Request, max_body_bytes: usize) -> Response {
+    // Streams the body, but stops it past the limit even when no Content-Length was sent.
+    let request = request.map(|body| Body::new(http_body_util::Limited::new(body, max_body_bytes)));
+    match upstream.send(request).await {
+        Ok(mut response) => {
+            remove_hop_by_hop(response.headers_mut());
+            response
+        }
+        Err(UpstreamError::Timeout(after)) => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "The service did not answer in time",
+        )
+        .with_detail(format!("{} took longer than {after:?}", upstream.name()))
+        .into_response(),
+        Err(e) if e.to_string().contains("length limit exceeded") => {
+            service_kit::json::payload_too_large().into_response()
+        }
+        Err(e) => {
+            tracing::warn!(upstream = upstream.name(), error = %e, "upstream failed");
+            Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "The service behind this route is unavailable",
+            )
+            .with_detail(format!("{} is unreachable", upstream.name()))
+            .into_response()
+        }
+    }
+}
+
+fn prepare_upstream_headers(
+    gateway: &Gateway,
+    request: &mut Request,
+    peer: SocketAddr,
+    identity: Option<&Identity>,
+) {
+    let headers = request.headers_mut();
+    remove_hop_by_hop(headers);
+    // The upstream's own host, set by the client from the URI.
+    headers.remove(header::HOST);
+    if let Some(identity) = identity {
+        let assertion = gateway.identity_key.sign(identity);
+        if let Ok(value) = HeaderValue::from_str(&assertion) {
+            headers.insert(IDENTITY_HEADER, value);
+        }
+    }
+    // The client's IP for the services' logs; appended, as each proxy on the way does.
+    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert("x-forwarded-for", value);
+    }
+    // Start a W3C trace when the client did not send one, so every hop logs the same id.
+    if !headers
+        .get(TRACEPARENT)
+        .is_some_and(|v| valid_traceparent(v.as_bytes()))
+    {
+        let trace = uuid::Uuid::new_v4().simple().to_string();
+        let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+        if let Ok(value) = HeaderValue::from_str(&format!("00-{trace}-{span}-01")) {
+            headers.insert(TRACEPARENT, value);
+        }
+    }
+}
+
+fn strip_internal(headers: &mut HeaderMap) {
+    let internal: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-rewards-"))
+        .cloned()
+        .collect();
+    for name in internal {
+        headers.remove(name);
+    }
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers the Connection header names are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`.
+fn valid_traceparent(value: &[u8]) -> bool {
+    let hex = |s: &[u8]| s.iter().all(u8::is_ascii_hexdigit);
+    value.len() == 55
+        && value[2] == b'-'
+        && value[35] == b'-'
+        && value[52] == b'-'
+        && hex(&value[..2])
+        && hex(&value[3..35])
+        && hex(&value[36..52])
+        && hex(&value[53..])
+}
+
+fn rate_limited(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "Too many attempts; wait before trying again",
+    )
+    .with_detail(format!("retry in {seconds} s"))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+impl Gateway {
+    fn upstream(&self, upstream: Upstream) -> &UpstreamClient {
+        match upstream {
+            Upstream::Auth => &self.auth,
+            Upstream::Event => &self.event,
+            Upstream::RewardFulfillment => &self.reward_fulfillment,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparents_are_checked_for_shape() {
+        assert!(valid_traceparent(
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent(
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"
+        ));
+        assert!(!valid_traceparent(
+            b"zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+    }
+
+    #[test]
+    fn client_sent_identity_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(IDENTITY_HEADER, "forged".parse().unwrap());
+        headers.insert("X-Rewards-Anything", "x".parse().unwrap());
+        headers.insert("accept", "application/json".parse().unwrap());
+        strip_internal(&mut headers);
+        assert_eq!(headers.len(), 1);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, "keep-alive, x-private".parse().unwrap());
+        headers.insert("x-private", "1".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert("accept", "*/*".parse().unwrap());
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), vec!["accept"]);
+    }
+}

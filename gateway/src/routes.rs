@@ -1,0 +1,124 @@
+//! The route table: every public path and method, the service that owns it, and who may call
+//! it. The gateway serves nothing else; `/internal/...` paths are never routed.
+
+use auth_claims::Role;
+use axum::http::Method;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    Auth,
+    Event,
+    RewardFulfillment,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// Any signed-in user, whatever their roles.
+    SignedIn,
+    /// One of these roles (ADMIN may always).
+    Roles(&'static [Role]),
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: Method,
+    /// In axum/matchit syntax: `/users/{id}`.
+    pub path: &'static str,
+    pub upstream: Upstream,
+    pub access: Access,
+    /// Limited per client: routes that invite guessing or spam.
+    pub rate_limited: bool,
+}
+
+const ADMIN: Access = Access::Roles(&[Role::Admin]);
+
+const fn route(method: Method, path: &'static str, upstream: Upstream, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        upstream,
+        access,
+        rate_limited: false,
+    }
+}
+
+/// A public route limited per client.
+const fn limited(method: Method, path: &'static str, upstream: Upstream) -> Route {
+    Route {
+        method,
+        path,
+        upstream,
+        access: Access::Public,
+        rate_limited: true,
+    }
+}
+
+use Access::*;
+use Upstream::*;
+
+pub const ROUTES: &[Route] = &[
+    limited(Method::POST, "/auth/register", Auth),
+    limited(Method::POST, "/auth/login", Auth),
+    route(Method::POST, "/auth/refresh", Auth, Public),
+    route(Method::POST, "/auth/logout", Auth, Public),
+    route(Method::GET, "/.well-known/jwks.json", Auth, Public),
+    route(Method::GET, "/users/me", Auth, SignedIn),
+    route(Method::PATCH, "/users/me", Auth, SignedIn),
+    route(Method::DELETE, "/users/me", Auth, SignedIn),
+    route(Method::GET, "/users", Auth, ADMIN),
+    route(Method::GET, "/users/{id}", Auth, ADMIN),
+    route(Method::PUT, "/users/{id}/roles", Auth, ADMIN),
+    route(Method::POST, "/users/{id}/ban", Auth, ADMIN),
+    route(Method::POST, "/users/{id}/unban", Auth, ADMIN),
+    route(Method::DELETE, "/users/{id}", Auth, ADMIN),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_table_and_the_openapi_document_list_the_same_operations() {
+        let table: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|r| (r.method.as_str().to_lowercase(), r.path.to_owned()))
+            .collect();
+        let doc = serde_json::to_value(http_api::openapi()).unwrap();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |method| (method.clone(), path.clone()))
+            })
+            .collect();
+        assert_eq!(table, documented);
+    }
+
+    #[test]
+    fn every_route_that_needs_a_token_is_documented_as_secured() {
+        let doc = serde_json::to_value(http_api::openapi()).unwrap();
+        for route in ROUTES {
+            let operation = &doc["paths"][route.path][route.method.as_str().to_lowercase()];
+            let secured = operation.get("security").is_some();
+            assert_eq!(
+                secured,
+                route.access != Access::Public,
+                "{} {}",
+                route.method,
+                route.path
+            );
+        }
+    }
+
+    #[test]
+    fn no_internal_path_is_routed() {
+        assert!(ROUTES.iter().all(|r| !r.path.starts_with("/internal")));
+    }
+}

@@ -103,3 +103,177 @@ pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+/// An HTTP reply, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    /// The problem `code` of an error reply.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// A JSON client of one base URL: the gateway, or a service called directly.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    client: reqwest::Client,
+}
+
+/// A signed-in test user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Api {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    /// The test instance's gateway.
+    pub fn gateway() -> Self {
+        Self::new(test_support::service_url("gateway"))
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into())
+            })
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `method path` with an optional JSON body and bearer token.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Reply {
+        let mut request = self.request(method, path);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: serde_json::Value) -> Reply {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Reply {
+        self.post(
+            "/auth/register",
+            None,
+            serde_json::json!({ "email": email, "password": password, "nickname": "player" }),
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.post(
+            "/auth/login",
+            None,
+            serde_json::json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// A new account with role USER, signed in.
+    pub async fn new_user(&self) -> User {
+        let email = format!("{}@example.com", test_support::unique("user"));
+        let password = "correct horse battery".to_owned();
+        let registered = self.register(&email, &password).await;
+        assert_eq!(registered.status, 201, "{registered:?}");
+        let tokens = self.login(&email, &password).await;
+        assert_eq!(tokens.status, 200, "{tokens:?}");
+        User {
+            id: registered.body["id"].as_str().unwrap().to_owned(),
+            email,
+            password,
+            access: tokens.body["accessToken"].as_str().unwrap().to_owned(),
+            refresh: tokens.body["refreshToken"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// The instance's bootstrap administrator, signed in.
+    pub async fn admin(&self) -> User {
+        let email = test_support::required(test_support::ADMIN_EMAIL);
+        let password = test_support::required(test_support::ADMIN_PASSWORD);
+        let tokens = self.login(&email, &password).await;
+        assert_eq!(tokens.status, 200, "{tokens:?}");
+        User {
+            id: String::new(),
+            email,
+            password,
+            access: tokens.body["accessToken"].as_str().unwrap().to_owned(),
+            refresh: tokens.body["refreshToken"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A new account given `roles` by the administrator, signed in afresh.
+    pub async fn user_with_roles(&self, roles: &[&str]) -> User {
+        let user = self.new_user().await;
+        let admin = self.admin().await;
+        let set = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/users/{}/roles", user.id),
+                Some(&admin.access),
+                Some(serde_json::json!({ "roles": roles })),
+            )
+            .await;
+        assert_eq!(set.status, 200, "{set:?}");
+        let tokens = self.login(&user.email, &user.password).await;
+        User {
+            access: tokens.body["accessToken"].as_str().unwrap().to_owned(),
+            refresh: tokens.body["refreshToken"].as_str().unwrap().to_owned(),
+            ..user
+        }
+    }
+}

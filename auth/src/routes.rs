@@ -245,9 +245,11 @@ async fn unban(
     Path(id): Path<String>,
 ) -> Result<Json<User>, AuthError> {
     identity.require(&[Role::Admin])?;
+    // A new token version: tokens issued from now on are newer than anything the gateway
+    // has cached for this user, so they work at once.
     let user = state
         .store
-        .update_user(&id, doc! { "status": "ACTIVE" }, false)
+        .update_user(&id, doc! { "status": "ACTIVE" }, true)
         .await?;
     Ok(Json(user.to_api()))
 }

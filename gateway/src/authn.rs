@@ -117,7 +117,13 @@ impl Authenticator {
                 _ => AuthFailure::InvalidToken,
             })?
             .claims;
-        let state = self.session(&claims.sub).await?;
+        let mut state = self.session(&claims.sub).await?;
+        if state.token_version < claims.ver {
+            // The token is newer than what the cache holds (issued after an unban or a role
+            // change), so the cache is what is stale: ask again.
+            self.sessions.invalidate(&claims.sub).await;
+            state = self.session(&claims.sub).await?;
+        }
         if state.status != UserStatus::Active || state.token_version != claims.ver {
             return Err(AuthFailure::Revoked);
         }

@@ -32,8 +32,8 @@ pub enum StartupError {
     Deps(#[from] DepsError),
     #[error("binding the HTTP listener: {0}")]
     Bind(#[from] std::io::Error),
-    #[error("internal.identity_secret: {0}")]
-    IdentitySecret(String),
+    #[error(transparent)]
+    IdentitySecret(#[from] auth_claims::IdentityError),
     #[error(transparent)]
     Auth(#[from] AuthError),
 }
@@ -58,7 +58,7 @@ pub struct Application;
 impl Application {
     pub async fn build(config: Config) -> Result<App, StartupError> {
         let deps = Deps::connect(&config.deps, SPEC.name).await?;
-        let identity = identity_key(&config.internal)?;
+        let identity = IdentityKey::from_config(&config.internal)?;
         let state = AppState {
             store: Store::new(deps.mongo.client().clone(), deps.mongo.db()),
             passwords: Passwords::new(&config.passwords).await?,
@@ -77,15 +77,6 @@ impl Application {
         });
         Ok(app)
     }
-}
-
-/// The identity key every service builds from `internal.identity_secret`.
-pub fn identity_key(config: &service_config::InternalConfig) -> Result<IdentityKey, StartupError> {
-    let secret = config
-        .identity_secret
-        .as_ref()
-        .ok_or_else(|| StartupError::IdentitySecret("not set".into()))?;
-    IdentityKey::new(secret).map_err(|e| StartupError::IdentitySecret(e.to_string()))
 }
 
 /// Indexes, and the bootstrap administrator if one is configured and missing.

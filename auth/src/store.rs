@@ -2,7 +2,6 @@
 
 use crate::error::AuthError;
 use auth_claims::Role;
-use futures::TryStreamExt;
 use http_api::auth::{SessionState, User, UserFilter, UserStatus};
 use http_api::{Page, PageQuery};
 use mongo_kit::mongodb::bson::{DateTime, Document, doc, to_bson};
@@ -184,16 +183,14 @@ impl Store {
         if let Some(status) = filter.status {
             query.insert("status", to_bson(&status).map_err(internal)?);
         }
-        let total = self.users.count_documents(query.clone()).await?;
-        let items: Vec<UserDoc> = self
-            .users
-            .find(query)
-            .sort(doc! { "_id": 1 })
-            .skip(page.skip())
-            .limit(page.size as i64)
-            .await?
-            .try_collect()
-            .await?;
+        let (items, total) = mongo_kit::find_page(
+            &self.users,
+            query,
+            doc! { "_id": 1 },
+            page.skip(),
+            page.size,
+        )
+        .await?;
         Ok(Page {
             items: items.iter().map(UserDoc::to_api).collect(),
             page: page.page,

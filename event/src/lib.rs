@@ -1,13 +1,24 @@
-//! The event service: events (time window, status), rewards (type, quantity, stock), conditions,
-//! reward claims and their history. Owns `event_db`; folds UserActivityEvent into per-user progress
-//! and runs the claim saga (reserve stock, command the grant, finish or compensate).
+//! The event service: events (time window, status), rewards (type, quantity, stock),
+//! conditions, reward claims and their history. Owns `event_db`; folds UserActivityEvent into
+//! per-user progress and runs the claim saga (reserve stock, command the grant, finish or
+//! compensate).
 
-use axum::Router;
+mod condition;
+mod error;
+mod routes;
+mod store;
+
+pub use error::EventError;
+
+use auth_claims::IdentityKey;
+use axum::extract::FromRef;
 use serde::{Deserialize, Serialize};
 use service_config::catalog::EVENT as SPEC;
-use service_config::{HttpConfig, LogConfig};
+use service_config::{HttpConfig, InternalConfig, LogConfig};
 use service_deps::{Deps, DepsConfig, DepsError};
+use service_kit::startup::StartupGate;
 use service_kit::{App, Server};
+use store::Store;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -15,6 +26,7 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(flatten)]
     pub deps: DepsConfig,
+    pub internal: InternalConfig,
     pub log: LogConfig,
 }
 
@@ -23,6 +35,7 @@ impl Default for Config {
         Self {
             http: HttpConfig::for_service(&SPEC),
             deps: DepsConfig::for_service(&SPEC),
+            internal: InternalConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -34,6 +47,20 @@ pub enum StartupError {
     Deps(#[from] DepsError),
     #[error("binding the HTTP listener: {0}")]
     Bind(#[from] std::io::Error),
+    #[error(transparent)]
+    IdentitySecret(#[from] auth_claims::IdentityError),
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    store: Store,
+    identity: IdentityKey,
+}
+
+impl FromRef<AppState> for IdentityKey {
+    fn from_ref(state: &AppState) -> Self {
+        state.identity.clone()
+    }
 }
 
 /// Builds the service; the result runs with `port()` and `run_until_stopped()`.
@@ -42,7 +69,18 @@ pub struct Application;
 impl Application {
     pub async fn build(config: Config) -> Result<App, StartupError> {
         let deps = Deps::connect(&config.deps, SPEC.name).await?;
+        let state = AppState {
+            store: Store::new(deps.mongo.db()),
+            identity: IdentityKey::from_config(&config.internal)?,
+        };
+        let gate = StartupGate::default();
+        let readiness = deps.readiness().check("startup", gate.probe());
         let server = Server::bind(&config.http).await?;
-        Ok(App::new(SPEC.name, server, Router::new(), deps.readiness()))
+        let app = App::new(SPEC.name, server, routes::routes(state.clone()), readiness);
+        gate.run(app.shutdown_handle().token(), move || {
+            let store = state.store.clone();
+            Box::pin(async move { store.ensure_indexes().await })
+        });
+        Ok(app)
     }
 }

@@ -73,6 +73,16 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/users/{id}/ban", Auth, ADMIN),
     route(Method::POST, "/users/{id}/unban", Auth, ADMIN),
     route(Method::DELETE, "/users/{id}", Auth, ADMIN),
+    route(Method::POST, "/events", Event, Roles(&[Role::Operator])),
+    route(Method::GET, "/events", Event, SignedIn),
+    route(Method::GET, "/events/{id}", Event, SignedIn),
+    route(
+        Method::GET,
+        "/claims",
+        Event,
+        Roles(&[Role::Operator, Role::Auditor]),
+    ),
+    route(Method::GET, "/claims/me", Event, SignedIn),
 ];
 
 #[cfg(test)]

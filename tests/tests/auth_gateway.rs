@@ -271,27 +271,56 @@ async fn each_role_is_allowed_and_refused_by_the_route_table() {
         ("AUDITOR", api.user_with_roles(&["AUDITOR"]).await),
         ("ADMIN", api.admin().await),
     ];
-    // (route, roles allowed); anyone signed in may read their own account.
-    let rules: [(&str, &[&str]); 2] = [
-        ("/users/me", &["USER", "OPERATOR", "AUDITOR", "ADMIN"]),
-        ("/users?size=1", &["ADMIN"]),
+    let event = json!({
+        "name": "Winter login festival",
+        "startsAt": "2026-12-01T00:00:00Z",
+        "endsAt": "2026-12-31T00:00:00Z",
+        "condition": { "metric": "LOGIN_DAYS", "op": ">=", "value": 3 }
+    });
+    let everyone: &[&str] = &["USER", "OPERATOR", "AUDITOR", "ADMIN"];
+    // One route of each kind, who may call it, and what success looks like.
+    type Rule<'a> = (Method, &'a str, Option<Value>, &'a [&'a str], u16);
+    let rules: [Rule; 6] = [
+        (Method::GET, "/users/me", None, everyone, 200),
+        (Method::GET, "/events?size=1", None, everyone, 200),
+        (Method::GET, "/claims/me", None, everyone, 200),
+        (
+            Method::POST,
+            "/events",
+            Some(event),
+            &["OPERATOR", "ADMIN"],
+            201,
+        ),
+        (
+            Method::GET,
+            "/claims?size=1",
+            None,
+            &["OPERATOR", "AUDITOR", "ADMIN"],
+            200,
+        ),
+        (Method::GET, "/users?size=1", None, &["ADMIN"], 200),
     ];
-    for (path, allowed) in rules {
-        let anonymous = api.get(path, None).await;
+    for (method, path, body, allowed, success) in rules {
+        let anonymous = api.call(method.clone(), path, None, body.clone()).await;
         assert_eq!(
             (anonymous.status, anonymous.code()),
             (401, "missing_token"),
-            "{path}"
+            "{method} {path}"
         );
         for (role, user) in &users {
-            let reply = api.get(path, Some(&user.access)).await;
+            let reply = api
+                .call(method.clone(), path, Some(&user.access), body.clone())
+                .await;
             if allowed.contains(role) {
-                assert_eq!(reply.status, 200, "{role} on {path}: {reply:?}");
+                assert_eq!(
+                    reply.status, success,
+                    "{role} on {method} {path}: {reply:?}"
+                );
             } else {
                 assert_eq!(
                     (reply.status, reply.code()),
                     (403, "forbidden"),
-                    "{role} on {path}"
+                    "{role} on {method} {path}"
                 );
             }
         }
@@ -554,6 +583,9 @@ async fn internal_services_refuse_calls_that_skip_the_gateway() {
     let auth = Api::new(test_support::service_url("auth"));
 
     let bare = auth.get("/users/me", None).await;
+    assert_eq!((bare.status, bare.code()), (401, "unauthenticated"));
+    let event = Api::new(test_support::service_url("event"));
+    let bare = event.get("/claims", Some(&user.access)).await;
     assert_eq!((bare.status, bare.code()), (401, "unauthenticated"));
 
     // A valid access token is not enough: only the gateway's assertion counts.

@@ -154,6 +154,8 @@ const IDENTITY_AUDIENCE: &str = "reward-platform/internal";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    #[error("internal.identity_secret is not set")]
+    MissingSecret,
     #[error("the identity secret must be at least 32 bytes")]
     WeakSecret,
     #[error("invalid identity assertion: {0}")]
@@ -189,6 +191,16 @@ impl IdentityKey {
             decoding: DecodingKey::from_secret(bytes),
             validation,
         })
+    }
+
+    /// The key every service builds from its `[internal]` config section.
+    pub fn from_config(config: &service_config::InternalConfig) -> Result<Self, IdentityError> {
+        Self::new(
+            config
+                .identity_secret
+                .as_ref()
+                .ok_or(IdentityError::MissingSecret)?,
+        )
     }
 
     /// Signs an assertion that `identity` is calling.

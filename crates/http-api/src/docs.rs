@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use crate::auth::*;
+use crate::events::*;
 use crate::{Page, PageQuery, Problem};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -24,12 +25,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         register, login, refresh, logout, jwks,
         get_me, update_me, delete_me,
         list_users, get_user, set_roles, ban, unban, delete_user,
+        create_event, list_events, get_event,
+        list_claims, list_my_claims,
     ),
-    components(schemas(Problem, Page<User>)),
+    components(schemas(Problem, Page<User>, Page<Event>, Page<Claim>)),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "users", description = "User administration"),
+        (name = "events", description = "Events and their conditions"),
+        (name = "claims", description = "Reward claims and their history"),
     )
 )]
 struct ApiDoc;
@@ -149,3 +154,37 @@ fn unban() {}
     params(("id" = String, Path)),
     responses((status = 204)))]
 fn delete_user() {}
+
+#[utoipa::path(post, path = "/events", tag = "events", security(("bearer" = [])),
+    description = "OPERATOR. Creates an event in status DRAFT.",
+    request_body = CreateEventRequest,
+    responses(
+        (status = 201, body = Event),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: window, condition (depth, size, filters)", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn create_event() {}
+
+#[utoipa::path(get, path = "/events", tag = "events", security(("bearer" = [])),
+    description = "Any signed-in user.",
+    params(EventFilter, PageQuery),
+    responses((status = 200, body = Page<Event>)))]
+fn list_events() {}
+
+#[utoipa::path(get, path = "/events/{id}", tag = "events", security(("bearer" = [])),
+    description = "Any signed-in user.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Event), (status = 404, description = "`event_not_found`", body = Problem, content_type = "application/problem+json")))]
+fn get_event() {}
+
+#[utoipa::path(get, path = "/claims", tag = "claims", security(("bearer" = [])),
+    description = "OPERATOR, AUDITOR: every claim.",
+    params(ClaimFilter, PageQuery),
+    responses((status = 200, body = Page<Claim>), (status = 403, body = Problem, content_type = "application/problem+json")))]
+fn list_claims() {}
+
+#[utoipa::path(get, path = "/claims/me", tag = "claims", security(("bearer" = [])),
+    description = "Any signed-in user: their own claims.",
+    params(ClaimFilter, PageQuery),
+    responses((status = 200, body = Page<Claim>)))]
+fn list_my_claims() {}

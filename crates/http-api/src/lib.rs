@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod docs;
+pub mod events;
 
 pub use docs::openapi;
 

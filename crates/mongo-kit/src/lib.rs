@@ -145,3 +145,27 @@ pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
         _ => false,
     }
 }
+
+/// One page of `query`'s matches in `sort` order, and how many match in all.
+pub async fn find_page<T>(
+    collection: &mongodb::Collection<T>,
+    query: Document,
+    sort: Document,
+    skip: u64,
+    limit: u64,
+) -> Result<(Vec<T>, u64), mongodb::error::Error>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    use futures::TryStreamExt;
+    let total = collection.count_documents(query.clone()).await?;
+    let items = collection
+        .find(query)
+        .sort(sort)
+        .skip(skip)
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .await?
+        .try_collect()
+        .await?;
+    Ok((items, total))
+}

@@ -66,11 +66,6 @@ impl Home {
             .map(PathBuf::from)
             .unwrap_or_else(|| self.root.join("target"))
     }
-
-    /// The service binaries the tool runs (debug builds: quick to build, fine for local use).
-    pub fn service_binary(&self, name: &str) -> PathBuf {
-        self.target_dir().join("debug").join(name)
-    }
 }
 
 /// The repository root (the workspace this tool belongs to).

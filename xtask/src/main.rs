@@ -33,7 +33,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install (first time), build, start infrastructure and services, wait until healthy.
-    Up,
+    Up {
+        /// Run the services from optimised release builds (for measurements).
+        #[arg(long)]
+        release: bool,
+    },
     /// Stop what `up` started; data is kept unless --reset.
     Down {
         /// Also delete the instance's data and logs.
@@ -82,7 +86,7 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
         )
     };
     match command {
-        Cmd::Up => up(&home).await,
+        Cmd::Up { release } => up(&home, release).await,
         Cmd::Down { reset } => down(&home, dev()?, reset),
         Cmd::Reset => down(&home, dev()?, true),
         Cmd::Status => {
@@ -127,17 +131,21 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn up(home: &Home) -> anyhow::Result<ExitCode> {
+async fn up(home: &Home, release: bool) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    // ./dev has built the workspace before running this tool.
+    // ./dev has built the workspace (debug) before running this tool.
     let tools = install::ensure_all(home).await?;
-    let instance = Instance::open(
+    if release {
+        cargo(&["build", "--release", "--workspace", "--bins"]).await?;
+    }
+    let mut instance = Instance::open(
         home,
         tools,
         InstanceDirs::new(home.dev_instance()),
         Ports::standard(),
         InstanceKind::Dev,
     )?;
+    instance.release = release;
     instance.start().await?;
     let (table, _) = instance.status().await;
     println!("\n{table}");

@@ -35,17 +35,16 @@ pub fn spawn(command: &mut Command, log: &Path, pid_file: &Path) -> anyhow::Resu
     Ok(pid)
 }
 
-/// The pid recorded in `pid_file`, if that process is alive and its command line contains
-/// `marker` (a path unique to what was started: its binary, data or config directory).
+/// The pid recorded in `pid_file`, if that process is alive and its command line or
+/// environment contains `marker` (a path unique to the instance: a data directory or config
+/// file, which infrastructure gets as arguments and services as `REWARDS_CONFIG_FILE`).
 pub fn running(pid_file: &Path, marker: &str) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(pid_file)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    (is_alive(pid) && cmdline.contains(marker)).then_some(pid)
+    let pid = read_pid(pid_file)?;
+    let mentions_marker = |file: &str| {
+        std::fs::read(format!("/proc/{pid}/{file}"))
+            .is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(marker))
+    };
+    (is_alive(pid) && (mentions_marker("cmdline") || mentions_marker("environ"))).then_some(pid)
 }
 
 pub fn read_pid(pid_file: &Path) -> Option<u32> {

@@ -78,6 +78,8 @@ pub struct Instance {
     pub ports: Ports,
     pub secrets: Secrets,
     pub kind: InstanceKind,
+    /// Services run from release builds (`./dev up --release`).
+    pub release: bool,
     pub home: Home,
     pub tools: Tools,
 }
@@ -146,9 +148,16 @@ impl Instance {
             ports,
             secrets,
             kind,
+            release: false,
             home: home.clone(),
             tools,
         })
+    }
+
+    /// The binary a service runs from: debug builds, or release ones for measurements.
+    pub fn service_binary(&self, name: &str) -> std::path::PathBuf {
+        let profile = if self.release { "release" } else { "debug" };
+        self.home.target_dir().join(profile).join(name)
     }
 
     pub fn mongo_uri(&self) -> String {
@@ -465,9 +474,10 @@ impl Component {
     /// has.
     fn marker(&self, instance: &Instance) -> String {
         match self {
+            // Services find their config through REWARDS_CONFIG_FILE, in their environment.
             Component::Service(spec) => instance
-                .home
-                .service_binary(spec.name)
+                .dirs
+                .config(&format!("{}.toml", spec.name))
                 .display()
                 .to_string(),
             // Its data directory is inside the properties file, which the command line names.
@@ -504,6 +514,15 @@ impl Component {
             println!("{:<20} restarting on the rebuilt binary", self.name());
             process::stop(pid, self.stop_grace());
         }
+        // Someone else on our port would answer our health checks and fool us.
+        let port = self.port(instance);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!(
+                "port {port} for {} is taken by a process this instance did not start \
+                 (see `ss -ltnp | grep :{port}`)",
+                self.name()
+            );
+        }
         let mut command = self.command(instance)?;
         let pid = process::spawn(
             &mut command,
@@ -521,7 +540,7 @@ impl Component {
         };
         let modified = |p: std::path::PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         match (
-            modified(instance.home.service_binary(spec.name)),
+            modified(instance.service_binary(spec.name)),
             modified(instance.dirs.pid_file(spec.name)),
         ) {
             (Some(binary), Some(started)) => binary > started,
@@ -590,7 +609,7 @@ impl Component {
             }
             Component::Service(spec) => {
                 let config = instance.write_service_config(spec)?;
-                let binary = instance.home.service_binary(spec.name);
+                let binary = instance.service_binary(spec.name);
                 if !binary.exists() {
                     bail!("{} is not built (expected {})", spec.name, binary.display());
                 }

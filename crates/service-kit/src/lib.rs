@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use readiness::Readiness;
 use service_config::HttpConfig;
 use std::net::SocketAddr;
@@ -149,6 +149,7 @@ pub fn with_operational_routes(routes: Router, readiness: Readiness) -> Router {
             }),
         )
         .fallback(|| async { Problem::not_found() })
+        .layer(axum::middleware::from_fn(run_to_completion))
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(
             TraceLayer::new_for_http()
@@ -176,6 +177,25 @@ pub fn with_operational_routes(routes: Router, readiness: Readiness) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Runs each request's handler on a task of its own, so that a client hanging up does not
+/// drop the handler half-way. Work that has started finishes: a MongoDB transaction commits or
+/// aborts instead of being abandoned mid-flight (and the driver's pool, which does not take
+/// kindly to cancelled operations, stalled for seconds after a burst of them).
+async fn run_to_completion(request: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "request handler panicked");
+            Problem::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Something went wrong on our side",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Counts requests and times them, labelled by route template (not the raw path, which would

@@ -23,6 +23,10 @@ pub enum AuthError {
     WrongPassword,
     #[error("user not found")]
     UserNotFound,
+    #[error("too busy to check passwords")]
+    Busy,
+    #[error("the account is deleted")]
+    AccountDeleted,
     /// Refused by the identity or role check (401/403, already a problem).
     #[error("{}", .0.title)]
     Denied(Problem),
@@ -71,6 +75,16 @@ impl IntoResponse for AuthError {
                 StatusCode::FORBIDDEN,
                 "wrong_password",
                 "The current password is wrong",
+            ),
+            AuthError::Busy => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Too many sign-ins at once; try again in a moment",
+            ),
+            AuthError::AccountDeleted => Problem::new(
+                StatusCode::CONFLICT,
+                "account_deleted",
+                "The account is deleted; it cannot be changed",
             ),
             AuthError::UserNotFound => {
                 Problem::new(StatusCode::NOT_FOUND, "user_not_found", "No such user")

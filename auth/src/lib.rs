@@ -66,9 +66,10 @@ impl Application {
             identity,
         };
         let gate = StartupGate::default();
-        let readiness = deps.readiness().check("startup", gate.probe());
+        let readiness = deps.readiness();
         let server = Server::bind(&config.http).await?;
-        let app = App::new(SPEC.name, server, routes::routes(state.clone()), readiness);
+        let app = App::new(SPEC.name, server, routes::routes(state.clone()), readiness)
+            .gated_by(gate.clone());
         let bootstrap = config.bootstrap_admin.clone();
         gate.run(app.shutdown_handle().token(), move || {
             let state = state.clone();

@@ -5,10 +5,15 @@ use crate::config::PasswordConfig;
 use crate::error::AuthError;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 #[derive(Clone)]
 pub struct Passwords {
     argon2: Arc<Argon2<'static>>,
+    /// Bounds concurrent hashes: each holds ~19 MiB and a core, so an unbounded burst (a
+    /// flood of wrong passwords) would exhaust memory and starve every other request.
+    permits: Arc<Semaphore>,
     /// A real hash of a random password: verifying against it when the email is unknown makes
     /// "no such user" cost the same time as "wrong password".
     dummy_hash: Arc<str>,
@@ -24,8 +29,10 @@ impl Passwords {
         )
         .map_err(|e| AuthError::Internal(format!("argon2 parameters: {e}")))?;
         let argon2 = Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params));
+        let lanes = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut passwords = Self {
             argon2,
+            permits: Arc::new(Semaphore::new(2 * lanes)),
             dummy_hash: Arc::from(""),
         };
         let random = uuid::Uuid::new_v4().to_string();
@@ -35,6 +42,7 @@ impl Passwords {
 
     /// A PHC string (`$argon2id$v=19$m=...$salt$hash`) with a fresh random salt.
     pub async fn hash(&self, password: String) -> Result<String, AuthError> {
+        let _permit = self.permit().await?;
         let argon2 = Arc::clone(&self.argon2);
         tokio::task::spawn_blocking(move || {
             argon2
@@ -49,6 +57,7 @@ impl Passwords {
     /// Whether `password` matches `hash`; with `None` (unknown user) it checks against the
     /// dummy hash and answers false, taking the same time.
     pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, AuthError> {
+        let _permit = self.permit().await?;
         let argon2 = Arc::clone(&self.argon2);
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.to_string());
@@ -60,6 +69,16 @@ impl Passwords {
         .await
         .map_err(|e| AuthError::Internal(e.to_string()))?;
         Ok(known && matches)
+    }
+}
+
+impl Passwords {
+    /// A hashing slot, waited for at most 2 s; past that the service is overloaded (503).
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, AuthError> {
+        tokio::time::timeout(Duration::from_secs(2), self.permits.acquire())
+            .await
+            .map_err(|_| AuthError::Busy)?
+            .map_err(|_| AuthError::Busy)
     }
 }
 

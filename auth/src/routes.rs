@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::error::AuthError;
-use crate::store::{Rotation, UserDoc};
+use crate::store::{Revoke, Rotation, UserDoc};
 use crate::tokens::{hash_refresh_token, new_refresh_token};
 use crate::validate;
 use auth_claims::{Identity, Role};
@@ -94,17 +94,21 @@ async fn refresh(
 ) -> Result<Json<TokenPair>, AuthError> {
     let (next, next_hash) = new_refresh_token();
     let presented = hash_refresh_token(&request.refresh_token);
-    let user_id = match state
+    let rotation = match state
         .store
         .rotate(&presented, &next_hash, state.tokens.refresh_ttl)
         .await?
     {
-        Rotation::Rotated { user_id } => user_id,
+        Rotation::Rotated {
+            user_id,
+            session_version,
+        } => (user_id, session_version),
         Rotation::Reused => return Err(AuthError::RefreshTokenReused),
         Rotation::Invalid => return Err(AuthError::InvalidRefreshToken),
     };
+    let (user_id, session_version) = rotation;
     let user = state.store.user(&user_id).await?;
-    if user.status != UserStatus::Active {
+    if user.status != UserStatus::Active || user.session_version != session_version {
         state.store.end_session(&next_hash).await?;
         return Err(AuthError::InvalidRefreshToken);
     }
@@ -180,7 +184,12 @@ async fn update_me(
         _ => false,
     };
     // A new password ends every session: whoever knew the old one is signed out.
-    let user = state.store.update_user(id, set, password_changed).await?;
+    let revoke = if password_changed {
+        Revoke::Sessions
+    } else {
+        Revoke::Nothing
+    };
+    let user = state.store.update_user(id, set, revoke).await?;
     Ok(Json(user.to_api()))
 }
 
@@ -221,7 +230,7 @@ async fn set_roles(
     let roles = to_bson(&roles).map_err(|e| AuthError::Internal(e.to_string()))?;
     let user = state
         .store
-        .update_user(&id, doc! { "roles": roles }, true)
+        .update_user(&id, doc! { "roles": roles }, Revoke::AccessTokens)
         .await?;
     Ok(Json(user.to_api()))
 }
@@ -234,7 +243,7 @@ async fn ban(
     identity.require(&[Role::Admin])?;
     let user = state
         .store
-        .update_user(&id, doc! { "status": "BANNED" }, true)
+        .update_user(&id, doc! { "status": "BANNED" }, Revoke::Sessions)
         .await?;
     Ok(Json(user.to_api()))
 }
@@ -249,7 +258,7 @@ async fn unban(
     // has cached for this user, so they work at once.
     let user = state
         .store
-        .update_user(&id, doc! { "status": "ACTIVE" }, true)
+        .update_user(&id, doc! { "status": "ACTIVE" }, Revoke::Sessions)
         .await?;
     Ok(Json(user.to_api()))
 }
@@ -276,15 +285,19 @@ async fn session_state(
 }
 
 async fn soft_delete(state: &AppState, id: &str) -> Result<StatusCode, AuthError> {
-    state
+    let deleted = state
         .store
         .update_user(
             id,
             doc! { "status": "DELETED", "deletedAt": DateTime::now() },
-            true,
+            Revoke::Sessions,
         )
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+        .await;
+    match deleted {
+        // Deleting twice is still deleted.
+        Ok(_) | Err(AuthError::AccountDeleted) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(e),
+    }
 }
 
 /// The caller's own user id; SYSTEM callers have no account.
@@ -301,7 +314,7 @@ async fn issue_session(state: &AppState, user: &UserDoc) -> Result<TokenPair, Au
     let (refresh, hash) = new_refresh_token();
     state
         .store
-        .start_session(&user.id, hash, state.tokens.refresh_ttl)
+        .start_session(user, hash, state.tokens.refresh_ttl)
         .await?;
     Ok(token_pair(state, user, refresh))
 }

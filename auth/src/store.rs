@@ -23,6 +23,10 @@ pub struct UserDoc {
     pub status: UserStatus,
     /// Raised by every change that must end outstanding access tokens.
     pub token_version: i64,
+    /// Raised by every change that must end sessions (refresh tokens): password change, ban,
+    /// deletion.
+    #[serde(default)]
+    pub session_version: i64,
     pub created_at: DateTime,
     pub updated_at: DateTime,
     pub deleted_at: Option<DateTime>,
@@ -39,6 +43,7 @@ impl UserDoc {
             roles,
             status: UserStatus::Active,
             token_version: 0,
+            session_version: 0,
             created_at: now,
             updated_at: now,
             deleted_at: None,
@@ -72,6 +77,10 @@ struct RefreshDoc {
     hash: String,
     family_id: String,
     user_id: String,
+    /// The user's session version when the family began; sessions of an older version are
+    /// revoked even if a racing rotation left one of their tokens unrevoked.
+    #[serde(default)]
+    session_version: i64,
     created_at: DateTime,
     /// TTL index: MongoDB removes the document once this passes.
     expires_at: DateTime,
@@ -79,10 +88,24 @@ struct RefreshDoc {
     revoked: bool,
 }
 
+/// What a change to a user ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke {
+    Nothing,
+    /// Access tokens (roles changed): refresh tokens mint new ones with the new roles.
+    AccessTokens,
+    /// Access tokens and sessions (password changed, banned, deleted, unbanned).
+    Sessions,
+}
+
 /// What presenting a refresh token found.
 pub enum Rotation {
-    /// Valid and now spent; the successor was stored.
-    Rotated { user_id: String },
+    /// Valid and now spent; the successor was stored. The caller must still check
+    /// `session_version` against the user's: a revocation racing this rotation shows there.
+    Rotated {
+        user_id: String,
+        session_version: i64,
+    },
     /// Already spent or revoked: the family is now revoked.
     Reused,
     /// Unknown or expired.
@@ -199,29 +222,39 @@ impl Store {
         })
     }
 
-    /// Applies `update` (plus `updatedAt`, and a token-version bump when `revoke_tokens`) and
-    /// returns the user as it is afterwards.
+    /// Applies `set` (plus `updatedAt` and what `revoke` asks) to a user that is not deleted,
+    /// and returns the user as it is afterwards.
     pub async fn update_user(
         &self,
         id: &str,
         mut set: Document,
-        revoke_tokens: bool,
+        revoke: Revoke,
     ) -> Result<UserDoc, AuthError> {
         set.insert("updatedAt", DateTime::now());
         let mut update = doc! { "$set": set };
-        if revoke_tokens {
-            update.insert("$inc", doc! { "tokenVersion": 1 });
+        match revoke {
+            Revoke::Nothing => {}
+            Revoke::AccessTokens => {
+                update.insert("$inc", doc! { "tokenVersion": 1 });
+            }
+            Revoke::Sessions => {
+                update.insert("$inc", doc! { "tokenVersion": 1, "sessionVersion": 1 });
+            }
         }
         let options = FindOneAndUpdateOptions::builder()
             .return_document(ReturnDocument::After)
             .build();
-        let user = self
+        let updated = self
             .users
-            .find_one_and_update(doc! { "_id": id }, update)
+            .find_one_and_update(doc! { "_id": id, "status": { "$ne": "DELETED" } }, update)
             .with_options(options)
-            .await?
-            .ok_or(AuthError::UserNotFound)?;
-        if revoke_tokens {
+            .await?;
+        let Some(user) = updated else {
+            // Missing, or deleted: a deleted account stays as it was.
+            self.user(id).await?;
+            return Err(AuthError::AccountDeleted);
+        };
+        if revoke == Revoke::Sessions {
             self.revoke_user_sessions(id).await?;
         }
         Ok(user)
@@ -230,13 +263,19 @@ impl Store {
     /// Starts a new session (refresh-token family) for the user.
     pub async fn start_session(
         &self,
-        user_id: &str,
+        user: &UserDoc,
         hash: String,
         ttl: Duration,
     ) -> Result<(), AuthError> {
         let family_id = uuid::Uuid::now_v7().to_string();
         self.refresh
-            .insert_one(refresh_doc(hash, family_id, user_id.to_owned(), ttl))
+            .insert_one(refresh_doc(
+                hash,
+                family_id,
+                user.id.clone(),
+                user.session_version,
+                ttl,
+            ))
             .await?;
         Ok(())
     }
@@ -277,14 +316,18 @@ impl Store {
                     next_hash.clone(),
                     spent.family_id.clone(),
                     spent.user_id.clone(),
+                    spent.session_version,
                     ttl,
                 );
                 refresh.insert_one(next).session(&mut *s).await?;
-                Ok(Some(spent.user_id))
+                Ok(Some((spent.user_id, spent.session_version)))
             })
             .await?;
-        if let Some(user_id) = rotated {
-            return Ok(Rotation::Rotated { user_id });
+        if let Some((user_id, session_version)) = rotated {
+            return Ok(Rotation::Rotated {
+                user_id,
+                session_version,
+            });
         }
         // Not spendable: unknown, expired, or spent/revoked before. Only the last is reuse.
         match self.refresh.find_one(doc! { "_id": hash }).await? {
@@ -326,12 +369,19 @@ impl Store {
     }
 }
 
-fn refresh_doc(hash: String, family_id: String, user_id: String, ttl: Duration) -> RefreshDoc {
+fn refresh_doc(
+    hash: String,
+    family_id: String,
+    user_id: String,
+    session_version: i64,
+    ttl: Duration,
+) -> RefreshDoc {
     let now = DateTime::now();
     RefreshDoc {
         hash,
         family_id,
         user_id,
+        session_version,
         created_at: now,
         expires_at: DateTime::from_millis(now.timestamp_millis() + ttl.as_millis() as i64),
         used_at: None,

@@ -74,9 +74,10 @@ impl Application {
             identity: IdentityKey::from_config(&config.internal)?,
         };
         let gate = StartupGate::default();
-        let readiness = deps.readiness().check("startup", gate.probe());
+        let readiness = deps.readiness();
         let server = Server::bind(&config.http).await?;
-        let app = App::new(SPEC.name, server, routes::routes(state.clone()), readiness);
+        let app = App::new(SPEC.name, server, routes::routes(state.clone()), readiness)
+            .gated_by(gate.clone());
         gate.run(app.shutdown_handle().token(), move || {
             let store = state.store.clone();
             Box::pin(async move { store.ensure_indexes().await })

@@ -63,6 +63,8 @@ impl AuthFailure {
 /// Verifies access tokens.
 pub struct Authenticator {
     keys: RwLock<Keys>,
+    /// One JWKS fetch at a time.
+    refreshing: tokio::sync::Mutex<()>,
     validation: Validation,
     refresh_every: Duration,
     sessions: moka::future::Cache<String, SessionState>,
@@ -74,6 +76,8 @@ pub struct Authenticator {
 struct Keys {
     by_kid: HashMap<String, DecodingKey>,
     fetched: Option<Instant>,
+    /// Last fetch attempt, successful or not: unknown kids cannot make every request fetch.
+    attempted: Option<Instant>,
 }
 
 impl Authenticator {
@@ -87,6 +91,7 @@ impl Authenticator {
         validation.leeway = config.leeway_seconds;
         Self {
             keys: RwLock::new(Keys::default()),
+            refreshing: tokio::sync::Mutex::new(()),
             validation,
             refresh_every: Duration::from_secs(config.jwks_refresh_seconds),
             sessions: moka::future::Cache::builder()
@@ -133,43 +138,50 @@ impl Authenticator {
         })
     }
 
-    /// The key for `kid`, fetching the JWKS again if the key is unknown (a rotation) or the
-    /// copy is old; an unknown kid triggers at most one fetch per 10 s.
+    /// The key for `kid`. Known keys older than `jwks_refresh_seconds` are refreshed by one
+    /// request while the others go on with the old copy; an unknown kid (a rotation) makes one
+    /// request fetch, at most every 10 s, while the others wait for that fetch.
     async fn key(&self, kid: &str) -> Result<DecodingKey, AuthFailure> {
-        let (known, stale, recently_fetched) = {
-            let keys = self.keys.read().expect("keys lock");
-            let age = keys.fetched.map(|t| t.elapsed());
-            (
-                keys.by_kid.get(kid).cloned(),
-                age.is_none_or(|a| a > self.refresh_every),
-                age.is_some_and(|a| a < Duration::from_secs(10)),
-            )
-        };
-        match known {
-            Some(key) if !stale => Ok(key),
-            Some(key) => {
-                // Serve with the key we have; refresh for the next request.
-                if let Err(e) = self.refresh_keys().await {
-                    tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the old keys");
-                }
-                Ok(key)
+        let (known, stale) = self.lookup(kid);
+        if let Some(key) = known {
+            if stale
+                && let Ok(_only_me) = self.refreshing.try_lock()
+                && let Err(e) = self.refresh_keys().await
+            {
+                tracing::warn!(error = %e, "refreshing the JWKS failed; keeping the old keys");
             }
-            None if recently_fetched => Err(AuthFailure::InvalidToken),
-            None => {
-                self.refresh_keys().await.map_err(|e| {
-                    tracing::warn!(error = %e, "fetching the JWKS failed");
-                    AuthFailure::Unavailable
-                })?;
-                let keys = self.keys.read().expect("keys lock");
-                keys.by_kid
-                    .get(kid)
-                    .cloned()
-                    .ok_or(AuthFailure::InvalidToken)
-            }
+            return Ok(key);
         }
+        let _only_me = self.refreshing.lock().await;
+        // Someone may have fetched while we waited.
+        if let (Some(key), _) = self.lookup(kid) {
+            return Ok(key);
+        }
+        let recently = {
+            let keys = self.keys.read().expect("keys lock");
+            keys.attempted
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        };
+        if recently {
+            return Err(AuthFailure::InvalidToken);
+        }
+        self.refresh_keys().await.map_err(|e| {
+            tracing::warn!(error = %e, "fetching the JWKS failed");
+            AuthFailure::Unavailable
+        })?;
+        self.lookup(kid).0.ok_or(AuthFailure::InvalidToken)
+    }
+
+    fn lookup(&self, kid: &str) -> (Option<DecodingKey>, bool) {
+        let keys = self.keys.read().expect("keys lock");
+        let stale = keys
+            .fetched
+            .is_none_or(|t| t.elapsed() > self.refresh_every);
+        (keys.by_kid.get(kid).cloned(), stale)
     }
 
     pub async fn refresh_keys(&self) -> Result<(), String> {
+        self.keys.write().expect("keys lock").attempted = Some(Instant::now());
         let set: JwkSet = self
             .auth
             .get_json("/.well-known/jwks.json", None)
@@ -186,10 +198,9 @@ impl Authenticator {
         if by_kid.is_empty() {
             return Err("the JWKS holds no usable key".into());
         }
-        *self.keys.write().expect("keys lock") = Keys {
-            by_kid,
-            fetched: Some(Instant::now()),
-        };
+        let mut keys = self.keys.write().expect("keys lock");
+        keys.by_kid = by_kid;
+        keys.fetched = Some(Instant::now());
         Ok(())
     }
 

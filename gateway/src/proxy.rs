@@ -114,8 +114,13 @@ fn prepare_upstream_headers(
             headers.insert(IDENTITY_HEADER, value);
         }
     }
-    // The client's IP for the services' logs; appended, as each proxy on the way does.
-    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    // The client's IP for the services' logs: appended to what a trusted proxy says; a
+    // client's own claim is replaced.
+    let earlier = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| gateway.limiter.is_trusted_proxy(peer.ip()));
+    let forwarded = match earlier {
         Some(earlier) => format!("{earlier}, {}", peer.ip()),
         None => peer.ip().to_string(),
     };

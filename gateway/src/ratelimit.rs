@@ -40,10 +40,14 @@ impl ClientLimiter {
 
     /// `Ok` to go ahead, or how long the client must wait.
     pub fn check(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Duration> {
-        let client = self.client_ip(peer, headers);
+        let client = bucket(self.client_ip(peer, headers));
         self.limiter
             .check_key(&client)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.contains(&peer)
     }
 
     /// The peer, unless it is a trusted proxy: then the address it appended to
@@ -61,6 +65,19 @@ impl ClientLimiter {
             .filter_map(|ip| ip.trim().parse().ok())
             .next_back()
             .unwrap_or(peer)
+    }
+}
+
+/// The unit a limit applies to: one IPv4 address, or one IPv6 /64 (what a single customer
+/// line gets; counting its addresses one by one would give it 2^64 budgets).
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
     }
 }
 
@@ -90,6 +107,27 @@ mod tests {
             "{wait:?}"
         );
         assert!(limiter.check(b, &none).is_ok());
+    }
+
+    #[tokio::test]
+    async fn one_ipv6_network_shares_one_budget() {
+        let limiter = limiter(60, 1, &[]);
+        let none = HeaderMap::new();
+        assert!(
+            limiter
+                .check("[2001:db8:1:2::1]:1".parse().unwrap(), &none)
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .check("[2001:db8:1:2::ffff]:1".parse().unwrap(), &none)
+                .is_err()
+        );
+        assert!(
+            limiter
+                .check("[2001:db8:1:3::1]:1".parse().unwrap(), &none)
+                .is_ok()
+        );
     }
 
     #[tokio::test]

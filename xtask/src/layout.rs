@@ -111,7 +111,11 @@ impl InstanceDirs {
         self.root.join("ports.json")
     }
 
+    /// Creates the directories, the root readable by its owner only (secrets live there).
     pub fn create(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&self.root)?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))?;
         for sub in ["data", "logs", "pids", "config"] {
             std::fs::create_dir_all(self.root.join(sub))?;
         }

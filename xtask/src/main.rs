@@ -205,6 +205,7 @@ async fn test(home: &Home, lint: bool, cargo_args: &[String]) -> anyhow::Result<
         args.extend(cargo_args.iter().cloned());
         let status = tokio::select! {
             status = cargo_command()
+                .kill_on_drop(true)
                 .args(&args)
                 .envs(instance.test_env())
                 .current_dir(workspace_root())
@@ -273,7 +274,8 @@ fn remove_abandoned_test_instances() {
             continue;
         }
         let pids = entry.path().join("pids");
-        let marker = entry.path().display().to_string();
+        // With the trailing slash: `...-12/` must not match a live `...-123`.
+        let marker = format!("{}/", entry.path().display());
         for pid_file in std::fs::read_dir(&pids).into_iter().flatten().flatten() {
             if let Some(pid) = process::running(&pid_file.path(), &marker) {
                 process::stop(pid, std::time::Duration::from_secs(10));

@@ -66,12 +66,18 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
-/// SIGTERM, then up to `grace` for a clean exit, then SIGKILL. Returns whether it exited
-/// cleanly within the grace period.
+/// SIGTERM, then up to `grace` for a clean exit, then SIGKILL (waited for at most 10 s more,
+/// in case the process hangs in the kernel). Returns whether it exited cleanly within the grace
+/// period.
 pub fn stop(pid: u32, grace: Duration) -> bool {
     let nix_pid = Pid::from_raw(pid as i32);
-    if kill(nix_pid, Signal::SIGTERM).is_err() {
-        return true;
+    match kill(nix_pid, Signal::SIGTERM) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::ESRCH) => return true,
+        Err(e) => {
+            eprintln!("cannot signal pid {pid}: {e}");
+            return false;
+        }
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
@@ -81,7 +87,8 @@ pub fn stop(pid: u32, grace: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = kill(nix_pid, Signal::SIGKILL);
-    while is_alive(pid) {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while is_alive(pid) && Instant::now() < give_up {
         std::thread::sleep(Duration::from_millis(20));
     }
     false

@@ -381,7 +381,7 @@ impl Instance {
             }
         }
         let path = self.dirs.config(&format!("{}.toml", spec.name));
-        std::fs::write(&path, toml)?;
+        write_private(&path, toml.as_bytes())?;
         Ok(path)
     }
 
@@ -461,6 +461,17 @@ impl Component {
         }
     }
 
+    /// Every port the component listens on.
+    fn ports(&self, instance: &Instance) -> Vec<u16> {
+        match self {
+            Component::Kafka => vec![instance.ports.kafka, instance.ports.kafka_controller],
+            Component::Registry => {
+                vec![instance.ports.registry, instance.ports.registry_management]
+            }
+            other => vec![other.port(instance)],
+        }
+    }
+
     fn endpoint(&self, instance: &Instance) -> String {
         match self {
             Component::Mongo => instance.mongo_uri(),
@@ -506,7 +517,7 @@ impl Component {
 
     fn start_if_stopped(&self, instance: &Instance) -> anyhow::Result<()> {
         if let Some(pid) = self.running_pid(instance) {
-            if !self.is_stale(instance) {
+            if !self.is_stale(instance, pid) {
                 println!("{:<20} already running (pid {pid})", self.name());
                 return Ok(());
             }
@@ -515,13 +526,14 @@ impl Component {
             process::stop(pid, self.stop_grace());
         }
         // Someone else on our port would answer our health checks and fool us.
-        let port = self.port(instance);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-            bail!(
-                "port {port} for {} is taken by a process this instance did not start \
-                 (see `ss -ltnp | grep :{port}`)",
-                self.name()
-            );
+        for port in self.ports(instance) {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                bail!(
+                    "port {port} for {} is taken by a process this instance did not start \
+                     (see `ss -ltnp | grep :{port}`)",
+                    self.name()
+                );
+            }
         }
         let mut command = self.command(instance)?;
         let pid = process::spawn(
@@ -534,18 +546,17 @@ impl Component {
     }
 
     /// A service whose binary is newer than its pid file runs outdated code.
-    fn is_stale(&self, instance: &Instance) -> bool {
+    /// A service runs outdated code when it runs another binary than the one this `up` wants
+    /// (debug vs release), or when its binary was rebuilt after it started (the kernel then
+    /// marks the executable it runs as deleted).
+    fn is_stale(&self, instance: &Instance, pid: u32) -> bool {
         let Component::Service(spec) = self else {
             return false;
         };
-        let modified = |p: std::path::PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        match (
-            modified(instance.service_binary(spec.name)),
-            modified(instance.dirs.pid_file(spec.name)),
-        ) {
-            (Some(binary), Some(started)) => binary > started,
-            _ => false,
-        }
+        let Ok(running) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+            return false;
+        };
+        running != instance.service_binary(spec.name)
     }
 
     fn command(&self, instance: &Instance) -> anyhow::Result<Command> {
@@ -690,6 +701,19 @@ impl Component {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Writes a file only its owner can read: service configs hold the instance's secrets.
+fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(contents)
 }
 
 /// Initialises the KRaft metadata directory (what `kafka-storage.sh format` does).

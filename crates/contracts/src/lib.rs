@@ -1,9 +1,22 @@
 //! The messages services exchange over Kafka: their Avro schemas (the `.avsc` files in
-//! `schemas/` at the workspace root, embedded here at build time, so there is one source of
-//! truth) and the Rust types that serialise to them.
+//! `schemas/` at the workspace root, embedded at build time, so there is one source of truth),
+//! the topic each is produced to, and the Rust types that serialise to them.
 //!
-//! Field names are camelCase on the wire (Avro convention across languages) and snake_case
-//! in Rust; `serde(rename_all)` bridges the two.
+//! | record | topic | key |
+//! |---|---|---|
+//! | UserActivityEvent | `game.user-activity` | userId |
+//! | UserRegistered, UserStatusChanged | `auth.user-events` | userId |
+//! | GrantRewardCommand | `event.grant-commands` | userId |
+//! | GrantResultEvent | `reward.grant-results` | userId |
+//!
+//! Everything is keyed by user id: a user's messages stay in one partition, in order, and
+//! reach one consumer at a time, which is exactly the unit whose state (progress, balance,
+//! inventory) the message changes. Claim ids would spread load no better and lose that.
+//!
+//! Field names are camelCase on the wire and snake_case in Rust; enums carry an UNKNOWN
+//! symbol (the Avro default) that a reader built before a new symbol existed maps it to.
+
+pub mod topics;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +26,8 @@ use serde::{Deserialize, Serialize};
 pub struct ContractSchema {
     pub full_name: &'static str,
     pub avsc: &'static str,
+    /// The topic records of this schema are produced to.
+    pub topic: &'static str,
 }
 
 impl ContractSchema {
@@ -21,17 +36,64 @@ impl ContractSchema {
     }
 }
 
-pub const USER_ACTIVITY_EVENT: ContractSchema = ContractSchema {
-    full_name: "rewards.events.UserActivityEvent",
-    avsc: include_str!("../../../schemas/user-activity-event.avsc"),
-};
+macro_rules! schema {
+    ($name:ident, $full:literal, $file:literal, $topic:expr) => {
+        pub const $name: ContractSchema = ContractSchema {
+            full_name: $full,
+            avsc: include_str!(concat!("../../../schemas/", $file)),
+            topic: $topic,
+        };
+    };
+}
+
+schema!(
+    USER_ACTIVITY_EVENT,
+    "rewards.events.UserActivityEvent",
+    "user-activity-event.avsc",
+    topics::USER_ACTIVITY
+);
+schema!(
+    USER_REGISTERED,
+    "rewards.events.UserRegistered",
+    "user-registered.avsc",
+    topics::USER_EVENTS
+);
+schema!(
+    USER_STATUS_CHANGED,
+    "rewards.events.UserStatusChanged",
+    "user-status-changed.avsc",
+    topics::USER_EVENTS
+);
+schema!(
+    GRANT_REWARD_COMMAND,
+    "rewards.events.GrantRewardCommand",
+    "grant-reward-command.avsc",
+    topics::GRANT_COMMANDS
+);
+schema!(
+    GRANT_RESULT_EVENT,
+    "rewards.events.GrantResultEvent",
+    "grant-result-event.avsc",
+    topics::GRANT_RESULTS
+);
 
 /// Every schema in `schemas/`.
-pub const ALL: &[ContractSchema] = &[USER_ACTIVITY_EVENT];
+pub const ALL: &[ContractSchema] = &[
+    USER_ACTIVITY_EVENT,
+    USER_REGISTERED,
+    USER_STATUS_CHANGED,
+    GRANT_REWARD_COMMAND,
+    GRANT_RESULT_EVENT,
+];
 
 /// A Rust type that is the serde image of one contract schema.
-pub trait Contract: Serialize + for<'de> Deserialize<'de> {
+pub trait Contract: Serialize + for<'de> Deserialize<'de> + Send + Sync {
     const SCHEMA: ContractSchema;
+
+    fn envelope(&self) -> &Envelope;
+
+    /// The Kafka record key.
+    fn key(&self) -> &str;
 }
 
 /// Metadata every message carries.
@@ -59,18 +121,57 @@ impl Envelope {
             correlation_id: None,
         }
     }
+
+    pub fn correlated(mut self, correlation_id: impl Into<String>) -> Self {
+        self.correlation_id = Some(correlation_id.into());
+        self
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ActivityType {
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        pub enum $name {
+            $($variant,)*
+            /// A symbol this build does not know (added to the schema later).
+            #[serde(other)]
+            Unknown,
+        }
+    };
+}
+
+wire_enum!(ActivityType {
     Login,
     QuestCompleted,
     ItemAcquired,
     ItemUsed,
-    LevelUp,
-    Unknown,
-}
+    LevelUp
+});
+wire_enum!(Role {
+    User,
+    Operator,
+    Auditor,
+    Admin
+});
+wire_enum!(StatusChange {
+    Banned,
+    Unbanned,
+    Deleted,
+    RolesChanged
+});
+wire_enum!(UserStatus {
+    Active,
+    Banned,
+    Deleted
+});
+wire_enum!(RewardType {
+    Point,
+    Item,
+    Coupon
+});
+wire_enum!(GrantOutcome { Succeeded, Failed });
 
 /// Something a player did in the game.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,8 +186,85 @@ pub struct UserActivityEvent {
     pub new_level: Option<i32>,
 }
 
-impl Contract for UserActivityEvent {
-    const SCHEMA: ContractSchema = USER_ACTIVITY_EVENT;
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRegistered {
+    pub envelope: Envelope,
+    pub user_id: String,
+    pub email: String,
+    pub nickname: String,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStatusChanged {
+    pub envelope: Envelope,
+    pub user_id: String,
+    pub change: StatusChange,
+    pub status: UserStatus,
+    pub roles: Vec<Role>,
+    pub token_version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantRewardCommand {
+    pub envelope: Envelope,
+    #[serde(with = "uuid_as_string")]
+    pub command_id: uuid::Uuid,
+    pub claim_id: String,
+    pub user_id: String,
+    pub event_id: String,
+    pub reward_id: String,
+    pub reward_type: RewardType,
+    pub points: Option<i64>,
+    pub item_code: Option<String>,
+    pub quantity: Option<i32>,
+    pub coupon_template: Option<String>,
+    pub attempt: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantResultEvent {
+    pub envelope: Envelope,
+    #[serde(with = "uuid_as_string")]
+    pub command_id: uuid::Uuid,
+    pub claim_id: String,
+    pub user_id: String,
+    pub outcome: GrantOutcome,
+    pub reason: Option<String>,
+    pub coupon_code: Option<String>,
+}
+
+macro_rules! contract {
+    ($type:ty, $schema:expr) => {
+        impl Contract for $type {
+            const SCHEMA: ContractSchema = $schema;
+
+            fn envelope(&self) -> &Envelope {
+                &self.envelope
+            }
+
+            fn key(&self) -> &str {
+                &self.user_id
+            }
+        }
+    };
+}
+
+contract!(UserActivityEvent, USER_ACTIVITY_EVENT);
+contract!(UserRegistered, USER_REGISTERED);
+contract!(UserStatusChanged, USER_STATUS_CHANGED);
+contract!(GrantRewardCommand, GRANT_REWARD_COMMAND);
+contract!(GrantResultEvent, GRANT_RESULT_EVENT);
+
+/// The records of `auth.user-events`, which carries two types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserEvent {
+    Registered(UserRegistered),
+    StatusChanged(UserStatusChanged),
 }
 
 /// UUIDs as the canonical hyphenated string the schemas' `{"type":"string","logicalType":"uuid"}`
@@ -123,22 +301,88 @@ mod tests {
     }
 
     #[test]
-    fn user_activity_event_matches_its_schema_both_ways() {
-        let event = UserActivityEvent {
-            envelope: Envelope::new("test"),
+    fn every_schema_carries_the_same_envelope() {
+        let envelope_of = |c: &ContractSchema| {
+            let json: serde_json::Value = serde_json::from_str(c.avsc).unwrap();
+            assert_eq!(json["fields"][0]["name"], "envelope", "{}", c.full_name);
+            json["fields"][0].clone()
+        };
+        let first = envelope_of(&ALL[0]);
+        for contract in ALL {
+            assert_eq!(
+                envelope_of(contract),
+                first,
+                "{} drifted",
+                contract.full_name
+            );
+        }
+    }
+
+    fn round_trip<T: Contract + PartialEq + std::fmt::Debug>(record: T) {
+        let schema = T::SCHEMA.parse().unwrap();
+        let value = apache_avro::to_value(&record)
+            .unwrap()
+            .resolve(&schema)
+            .unwrap_or_else(|e| panic!("{} does not fit its schema: {e}", T::SCHEMA.full_name));
+        let back: T = apache_avro::from_value(&value).unwrap();
+        assert_eq!(back, record);
+    }
+
+    #[test]
+    fn every_type_matches_its_schema_both_ways() {
+        let envelope = || Envelope::new("test").correlated("claim-1");
+        round_trip(UserActivityEvent {
+            envelope: envelope(),
             user_id: "u-1".into(),
             activity_type: ActivityType::ItemAcquired,
             quest_id: None,
             item_code: Some("sword".into()),
             item_count: Some(2),
             new_level: None,
-        };
-        let schema = USER_ACTIVITY_EVENT.parse().unwrap();
-        let value = apache_avro::to_value(&event)
-            .unwrap()
-            .resolve(&schema)
-            .unwrap();
-        let back: UserActivityEvent = apache_avro::from_value(&value).unwrap();
-        assert_eq!(back, event);
+        });
+        round_trip(UserRegistered {
+            envelope: envelope(),
+            user_id: "u-1".into(),
+            email: "a@b.io".into(),
+            nickname: "A".into(),
+            roles: vec![Role::User],
+        });
+        round_trip(UserStatusChanged {
+            envelope: envelope(),
+            user_id: "u-1".into(),
+            change: StatusChange::RolesChanged,
+            status: UserStatus::Active,
+            roles: vec![Role::User, Role::Operator],
+            token_version: 3,
+        });
+        round_trip(GrantRewardCommand {
+            envelope: envelope(),
+            command_id: uuid::Uuid::new_v4(),
+            claim_id: "c-1".into(),
+            user_id: "u-1".into(),
+            event_id: "e-1".into(),
+            reward_id: "r-1".into(),
+            reward_type: RewardType::Item,
+            points: None,
+            item_code: Some("sword".into()),
+            quantity: Some(1),
+            coupon_template: None,
+            attempt: 2,
+        });
+        round_trip(GrantResultEvent {
+            envelope: envelope(),
+            command_id: uuid::Uuid::new_v4(),
+            claim_id: "c-1".into(),
+            user_id: "u-1".into(),
+            outcome: GrantOutcome::Failed,
+            reason: Some("out of coupons".into()),
+            coupon_code: None,
+        });
+    }
+
+    #[test]
+    fn symbols_added_later_read_as_unknown() {
+        let read: ActivityType = serde_json::from_str("\"GUILD_JOINED\"").unwrap();
+        assert_eq!(read, ActivityType::Unknown);
     }
 }

@@ -44,17 +44,19 @@ impl Default for PageQuery {
 
 impl PageQuery {
     pub const MAX_SIZE: u64 = 100;
+    /// Deep pages cost a scan of everything before them; past this, filter instead.
+    pub const MAX_PAGE: u64 = 10_000;
 
     /// The page clamped to sane bounds.
     pub fn clamped(self) -> Self {
         Self {
-            page: self.page.max(1),
+            page: self.page.clamp(1, Self::MAX_PAGE),
             size: self.size.clamp(1, Self::MAX_SIZE),
         }
     }
 
     pub fn skip(self) -> u64 {
-        (self.page - 1) * self.size
+        self.page.saturating_sub(1).saturating_mul(self.size)
     }
 }
 

@@ -5,6 +5,7 @@
 //! build on these pieces and live here too, so every service uses one implementation.
 
 pub mod kafka;
+pub mod outbox;
 pub mod registry;
 pub mod topics;
 

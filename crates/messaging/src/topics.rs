@@ -1,10 +1,7 @@
-//! The platform's topics. Names are a public contract: game servers outside the project
-//! produce to [`USER_ACTIVITY`].
+//! The platform's topics and how they are created. The names themselves belong to the
+//! contracts (`contracts::topics`).
 
-pub const USER_ACTIVITY: &str = "game.user-activity";
-pub const USER_EVENTS: &str = "auth.user-events";
-pub const GRANT_COMMANDS: &str = "event.grant-commands";
-pub const GRANT_RESULTS: &str = "reward.grant-results";
+pub use contracts::topics::*;
 
 /// Where messages that cannot be processed go: `<topic>.dlq`.
 pub fn dead_letter_topic(topic: &str) -> String {

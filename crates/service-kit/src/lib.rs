@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
@@ -41,6 +42,7 @@ pub struct App {
     routes: Router,
     readiness: Readiness,
     shutdown: Shutdown,
+    gate: Option<startup::StartupGate>,
 }
 
 impl App {
@@ -51,7 +53,16 @@ impl App {
             routes,
             readiness,
             shutdown: Shutdown::new(),
+            gate: None,
         }
+    }
+
+    /// Start-up work (indexes, seed data) that must finish before the service's own routes
+    /// answer: until then they answer 503 `starting`, and `/readyz` says why.
+    pub fn gated_by(mut self, gate: startup::StartupGate) -> Self {
+        self.readiness = self.readiness.check("startup", gate.probe());
+        self.gate = Some(gate);
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -66,8 +77,17 @@ impl App {
     /// Serves until SIGTERM, ctrl-c or [`Self::shutdown_handle`] says stop.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let token = self.shutdown.on_signals().token();
+        let routes = match self.gate {
+            Some(gate) => self
+                .routes
+                .route_layer(axum::middleware::from_fn_with_state(
+                    gate,
+                    startup::require_started,
+                )),
+            None => self.routes,
+        };
         self.server
-            .serve(self.name, self.routes, self.readiness, token)
+            .serve(self.name, routes, self.readiness, token)
             .await
     }
 }
@@ -109,7 +129,14 @@ impl Server {
         readiness: Readiness,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
+        // Handlers run on tasks of their own (see `run_to_completion`); the tracker lets the
+        // shutdown wait for those whose client already left.
+        let handlers = TaskTracker::new();
         let app = with_operational_routes(routes, readiness)
+            .layer(axum::middleware::from_fn_with_state(
+                handlers.clone(),
+                run_to_completion,
+            ))
             .layer(axum::extract::DefaultBodyLimit::max(self.max_body_bytes));
         tracing::info!(service, addr = %self.local_addr(), "listening");
         let stopping = shutdown.clone();
@@ -120,12 +147,19 @@ impl Server {
         )
         .with_graceful_shutdown(async move { stopping.cancelled().await });
         let mut server = std::pin::pin!(server.into_future());
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(self.grace).await;
+        };
+        let mut deadline = std::pin::pin!(deadline);
         tokio::select! {
             result = &mut server => result?,
-            () = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(self.grace).await;
-            } => tracing::warn!(service, grace = ?self.grace, "in-flight requests cut off after the grace period"),
+            () = &mut deadline => tracing::warn!(service, grace = ?self.grace, "in-flight requests cut off after the grace period"),
+        }
+        handlers.close();
+        tokio::select! {
+            () = handlers.wait() => {}
+            () = &mut deadline => tracing::warn!(service, "detached handlers cut off after the grace period"),
         }
         tracing::info!(service, "stopped");
         Ok(())
@@ -149,7 +183,6 @@ pub fn with_operational_routes(routes: Router, readiness: Readiness) -> Router {
             }),
         )
         .fallback(|| async { Problem::not_found() })
-        .layer(axum::middleware::from_fn(run_to_completion))
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(
             TraceLayer::new_for_http()
@@ -183,8 +216,12 @@ pub fn with_operational_routes(routes: Router, readiness: Readiness) -> Router {
 /// drop the handler half-way. Work that has started finishes: a MongoDB transaction commits or
 /// aborts instead of being abandoned mid-flight (and the driver's pool, which does not take
 /// kindly to cancelled operations, stalled for seconds after a burst of them).
-async fn run_to_completion(request: Request, next: Next) -> Response {
-    match tokio::spawn(next.run(request)).await {
+async fn run_to_completion(
+    axum::extract::State(handlers): axum::extract::State<TaskTracker>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match handlers.spawn(next.run(request)).await {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(error = %e, "request handler panicked");
@@ -202,7 +239,18 @@ async fn run_to_completion(request: Request, next: Next) -> Response {
 /// give every user id its own series) and status.
 async fn record_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    // Standard methods only: an arbitrary method string per request would mint a new
+    // series each time.
+    let method = match *request.method() {
+        axum::http::Method::GET
+        | axum::http::Method::POST
+        | axum::http::Method::PUT
+        | axum::http::Method::PATCH
+        | axum::http::Method::DELETE
+        | axum::http::Method::HEAD
+        | axum::http::Method::OPTIONS => request.method().to_string(),
+        _ => "OTHER".to_owned(),
+    };
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -8,6 +8,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Middleware answering 503 until the gate opens.
+pub async fn require_started(
+    axum::extract::State(gate): axum::extract::State<StartupGate>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if gate.is_open() {
+        next.run(request).await
+    } else {
+        crate::Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "The service is still starting; try again shortly",
+        )
+        .into_response()
+    }
+}
+
 /// Whether the start-up work has finished.
 #[derive(Clone, Default)]
 pub struct StartupGate(Arc<AtomicBool>);

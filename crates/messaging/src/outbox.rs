@@ -1,0 +1,494 @@
+//! The transactional outbox: a service records the messages a state change implies in the
+//! same MongoDB transaction as the change ([`Outbox::write`]); the [`Relay`] publishes them.
+//!
+//! A message is therefore never published without its change, and never lost after it.
+//!
+//! ## How the relay works
+//! - It encodes nothing: entries hold the exact Kafka record (topic, key, Confluent-framed
+//!   Avro value, headers), encoded by [`Outbox::message`] before the transaction.
+//! - It learns of new entries from a change stream on the outbox collection, within
+//!   milliseconds, and publishes them in the stream's order, which is commit order. The
+//!   stream's resume token is stored after each published batch, so a restarted relay picks
+//!   up where the last one stopped, in the same order.
+//! - Without a usable token (first start, token older than the oplog) it first publishes
+//!   every unpublished entry in `(createdAt, _id)` order, and it repeats that sweep every
+//!   `poll_interval` for stragglers, so a lost stream delays messages but loses none.
+//!   Messages of one key come from changes to one aggregate (a user, a claim), whose
+//!   transactions conflict and so commit in the order they were written.
+//! - It publishes with an idempotent producer (`acks=all`) and marks an entry published only
+//!   after the broker acknowledged it. A crash in between re-sends it: duplicates happen, as
+//!   re-sends with the same message id, which consumers drop.
+//! - One relay per service publishes at a time: a lease in the `outbox_state` collection,
+//!   renewed while it works, taken over by another instance when it expires. Two relays could
+//!   otherwise interleave a key's messages.
+//! - Published entries expire after `retention_hours` (TTL index).
+
+use crate::registry::{RegistryError, SchemaRegistry};
+use contracts::Contract;
+use futures::{StreamExt, TryStreamExt};
+use mongo_kit::mongodb::bson::{Binary, DateTime, Document, doc, spec::BinarySubtype};
+use mongo_kit::mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
+use mongo_kit::mongodb::options::{IndexOptions, UpdateOptions};
+use mongo_kit::mongodb::{ClientSession, Collection, Database, IndexModel};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Header carrying the envelope's message id, so consumers can deduplicate (and DLQ tools
+/// can show) a record without decoding it.
+pub const MESSAGE_ID_HEADER: &str = "message-id";
+/// Header naming the record's schema (full name).
+pub const RECORD_HEADER: &str = "record";
+/// Header naming the producing service.
+pub const PRODUCER_HEADER: &str = "producer";
+
+const OUTBOX: &str = "outbox";
+const STATE: &str = "outbox_state";
+
+/// One message waiting in (or published from) the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxEntry {
+    /// The envelope's message id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub topic: String,
+    pub key: String,
+    pub payload: Binary,
+    pub headers: Vec<(String, String)>,
+    pub created_at: DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<DateTime>,
+}
+
+/// Where a service writes its outgoing messages.
+#[derive(Clone)]
+pub struct Outbox {
+    entries: Collection<OutboxEntry>,
+    registry: Arc<SchemaRegistry>,
+    producer_name: &'static str,
+}
+
+impl Outbox {
+    pub fn new(db: &Database, registry: Arc<SchemaRegistry>, producer_name: &'static str) -> Self {
+        Self {
+            entries: db.collection(OUTBOX),
+            registry,
+            producer_name,
+        }
+    }
+
+    /// Encodes `record` for its topic (registering its schema on first use). Done before the
+    /// transaction, so a retried transaction does no network I/O besides MongoDB.
+    pub async fn message<T: Contract>(&self, record: &T) -> Result<OutboxEntry, RegistryError> {
+        let payload = self.registry.encode(T::SCHEMA.topic, record).await?;
+        let id = record.envelope().message_id.to_string();
+        Ok(OutboxEntry {
+            headers: vec![
+                (MESSAGE_ID_HEADER.into(), id.clone()),
+                (RECORD_HEADER.into(), T::SCHEMA.full_name.into()),
+                (PRODUCER_HEADER.into(), self.producer_name.into()),
+            ],
+            id,
+            topic: T::SCHEMA.topic.into(),
+            key: record.key().into(),
+            payload: Binary {
+                subtype: BinarySubtype::Generic,
+                bytes: payload,
+            },
+            created_at: DateTime::now(),
+            published_at: None,
+        })
+    }
+
+    /// Records `messages` inside the caller's transaction.
+    pub async fn write(
+        &self,
+        session: &mut ClientSession,
+        messages: &[OutboxEntry],
+    ) -> Result<(), mongo_kit::mongodb::error::Error> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.entries.insert_many(messages).session(session).await?;
+        Ok(())
+    }
+}
+
+/// How the relay behaves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelayConfig {
+    /// Most entries sent before their acknowledgements are awaited.
+    pub batch_size: usize,
+    /// How often unpublished entries are swept up without the change stream's help.
+    pub poll_interval_ms: u64,
+    /// How long the lease lasts without renewal.
+    pub lease_ms: u64,
+    /// How long published entries stay before their TTL removes them.
+    pub retention_hours: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval_ms: 1_000,
+            lease_ms: 10_000,
+            retention_hours: 7 * 24,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongo_kit::mongodb::error::Error),
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error("the lease was taken over")]
+    LeaseLost,
+}
+
+/// Publishes a service's outbox.
+pub struct Relay {
+    entries: Collection<OutboxEntry>,
+    state: Collection<Document>,
+    producer: FutureProducer,
+    config: RelayConfig,
+    /// This relay's lease holder id.
+    owner: String,
+    service: &'static str,
+}
+
+impl Relay {
+    pub fn new(
+        db: &Database,
+        producer: FutureProducer,
+        config: RelayConfig,
+        service: &'static str,
+    ) -> Self {
+        Self {
+            entries: db.collection(OUTBOX),
+            state: db.collection(STATE),
+            producer,
+            config,
+            owner: uuid::Uuid::new_v4().to_string(),
+            service,
+        }
+    }
+
+    /// The outbox's indexes: unpublished entries in order, and the TTL of published ones.
+    pub async fn ensure_indexes(db: &Database, config: &RelayConfig) -> Result<(), RelayError> {
+        let entries: Collection<OutboxEntry> = db.collection(OUTBOX);
+        let pending = IndexOptions::builder()
+            .name("pending".to_owned())
+            .partial_filter_expression(doc! { "publishedAt": { "$exists": false } })
+            .build();
+        entries
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "createdAt": 1, "_id": 1 })
+                    .options(pending)
+                    .build(),
+            )
+            .await?;
+        let ttl = IndexOptions::builder()
+            .name("published_ttl".to_owned())
+            .expire_after(Duration::from_secs(config.retention_hours * 3600))
+            .build();
+        entries
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "publishedAt": 1 })
+                    .options(ttl)
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes until `stop` fires: waits for the lease, leads while it holds it.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        while !stop.is_cancelled() {
+            let outcome = match self.take_lease().await {
+                Ok(true) => {
+                    tracing::info!(service = self.service, owner = %self.owner, "outbox relay leading");
+                    self.lead(&stop).await
+                }
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    tracing::warn!(service = self.service, error = %e, retry_in = ?backoff, "outbox relay interrupted");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(self.lease_wait(backoff)) => {}
+            }
+        }
+        self.release_lease().await;
+    }
+
+    fn lease_wait(&self, backoff: Duration) -> Duration {
+        backoff.max(Duration::from_millis(self.config.lease_ms / 4))
+    }
+
+    /// Takes the lease if it is free, expired or already ours.
+    async fn take_lease(&self) -> Result<bool, RelayError> {
+        let now = DateTime::now();
+        let until = DateTime::from_millis(now.timestamp_millis() + self.config.lease_ms as i64);
+        let result = self
+            .state
+            .update_one(
+                doc! { "_id": "lease", "$or": [ { "owner": &self.owner }, { "until": { "$lt": now } } ] },
+                doc! { "$set": { "owner": &self.owner, "until": until } },
+            )
+            .with_options(UpdateOptions::builder().upsert(true).build())
+            .await;
+        match result {
+            Ok(r) => Ok(r.matched_count == 1 || r.upserted_id.is_some()),
+            // Another relay holds an unexpired lease (the upsert collided with its document).
+            Err(e) if mongo_kit::is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn release_lease(&self) {
+        let _ = self
+            .state
+            .update_one(
+                doc! { "_id": "lease", "owner": &self.owner },
+                doc! { "$set": { "until": DateTime::from_millis(0) } },
+            )
+            .await;
+    }
+
+    /// Publishes while holding the lease: catch-up sweep, then the change stream.
+    async fn lead(&self, stop: &CancellationToken) -> Result<(), RelayError> {
+        // Open the stream before sweeping, so entries committed during the sweep are seen.
+        let token = self.stored_token().await?;
+        let mut stream = match self.watch(token.clone()).await {
+            Ok(stream) => stream,
+            Err(e) if token.is_some() => {
+                tracing::warn!(error = %e, "resume token unusable; starting a new change stream");
+                self.watch(None).await?
+            }
+            Err(e) => return Err(e),
+        };
+        self.sweep(None).await?;
+        let mut poll = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending_gauge = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                _ = poll.tick() => {
+                    if !self.take_lease().await? {
+                        return Err(RelayError::LeaseLost);
+                    }
+                    // Only entries older than a poll interval: younger ones are the stream's.
+                    let cutoff = DateTime::from_millis(
+                        DateTime::now().timestamp_millis() - self.config.poll_interval_ms as i64,
+                    );
+                    self.sweep(Some(cutoff)).await?;
+                }
+                _ = pending_gauge.tick() => {
+                    let pending = self.entries.count_documents(doc! { "publishedAt": { "$exists": false } }).await?;
+                    metrics::gauge!("outbox_pending", "service" => self.service).set(pending as f64);
+                }
+                event = stream.next() => {
+                    let Some(event) = event else {
+                        return Err(RelayError::Kafka("change stream ended".into()));
+                    };
+                    let mut batch = vec![event?];
+                    while batch.len() < self.config.batch_size {
+                        match stream.next_if_any().await? {
+                            Some(event) => batch.push(event),
+                            None => break,
+                        }
+                    }
+                    let ids: Vec<String> = batch
+                        .iter()
+                        .filter_map(|e| e.full_document.as_ref().map(|d| d.id.clone()))
+                        .collect();
+                    self.publish_ids(&ids).await?;
+                    if let Some(token) = stream.resume_token() {
+                        self.store_token(token).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn watch(
+        &self,
+        token: Option<ResumeToken>,
+    ) -> Result<
+        mongo_kit::mongodb::change_stream::ChangeStream<ChangeStreamEvent<OutboxEntry>>,
+        RelayError,
+    > {
+        let mut watch = self
+            .entries
+            .watch()
+            .pipeline([doc! { "$match": { "operationType": "insert" } }])
+            .max_await_time(Duration::from_millis(500));
+        if let Some(token) = token {
+            watch = watch.resume_after(token);
+        }
+        Ok(watch.await?)
+    }
+
+    async fn stored_token(&self) -> Result<Option<ResumeToken>, RelayError> {
+        let state = self.state.find_one(doc! { "_id": "stream" }).await?;
+        Ok(state
+            .and_then(|d| d.get("token").cloned())
+            .and_then(|t| mongo_kit::mongodb::bson::from_bson(t).ok()))
+    }
+
+    async fn store_token(&self, token: ResumeToken) -> Result<(), RelayError> {
+        let token = mongo_kit::mongodb::bson::to_bson(&token)
+            .map_err(|e| RelayError::Kafka(format!("resume token: {e}")))?;
+        self.state
+            .update_one(
+                doc! { "_id": "stream" },
+                doc! { "$set": { "token": token } },
+            )
+            .with_options(UpdateOptions::builder().upsert(true).build())
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes unpublished entries (created before `cutoff`, if given) in creation order.
+    async fn sweep(&self, cutoff: Option<DateTime>) -> Result<(), RelayError> {
+        let mut filter = doc! { "publishedAt": { "$exists": false } };
+        if let Some(cutoff) = cutoff {
+            filter.insert("createdAt", doc! { "$lt": cutoff });
+        }
+        loop {
+            let batch: Vec<OutboxEntry> = mongo_kit::find_page(
+                &self.entries,
+                filter.clone(),
+                doc! { "createdAt": 1, "_id": 1 },
+                0,
+                self.config.batch_size as u64,
+            )
+            .await?
+            .0;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let full = batch.len() == self.config.batch_size;
+            self.publish(&batch).await?;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Publishes the entries with these ids that are still unpublished, in the given order.
+    async fn publish_ids(&self, ids: &[String]) -> Result<(), RelayError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let found: Vec<OutboxEntry> = self
+            .entries
+            .find(doc! { "_id": { "$in": ids }, "publishedAt": { "$exists": false } })
+            .await?
+            .try_collect()
+            .await?;
+        let mut ordered = Vec::with_capacity(found.len());
+        let mut by_id: std::collections::HashMap<String, OutboxEntry> =
+            found.into_iter().map(|e| (e.id.clone(), e)).collect();
+        for id in ids {
+            if let Some(entry) = by_id.remove(id) {
+                ordered.push(entry);
+            }
+        }
+        self.publish(&ordered).await
+    }
+
+    /// Sends `entries` in order, then marks published the prefix the broker acknowledged.
+    async fn publish(&self, entries: &[OutboxEntry]) -> Result<(), RelayError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut deliveries = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let mut headers = OwnedHeaders::new_with_capacity(entry.headers.len());
+            for (name, value) in &entry.headers {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let mut record = FutureRecord::to(&entry.topic)
+                .key(entry.key.as_bytes())
+                .payload(&entry.payload.bytes)
+                .headers(headers);
+            // Enqueued in order; librdkafka keeps that order per partition (idempotence).
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break delivery,
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        back,
+                    )) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(RelayError::Kafka(e.to_string())),
+                }
+            };
+            deliveries.push(delivery);
+        }
+        let mut acknowledged = 0;
+        let mut failure = None;
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) if failure.is_none() => acknowledged += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    failure.get_or_insert_with(|| e.to_string());
+                }
+                Err(_) => {
+                    failure.get_or_insert_with(|| "delivery report lost".to_owned());
+                }
+            }
+        }
+        let done = &entries[..acknowledged];
+        if !done.is_empty() {
+            let ids: Vec<&str> = done.iter().map(|e| e.id.as_str()).collect();
+            let now = DateTime::now();
+            self.entries
+                .update_many(
+                    doc! { "_id": { "$in": ids } },
+                    doc! { "$set": { "publishedAt": now } },
+                )
+                .await?;
+            for entry in done {
+                let latency = (now.timestamp_millis() - entry.created_at.timestamp_millis()).max(0);
+                metrics::histogram!("outbox_publish_latency_seconds", "service" => self.service)
+                    .record(latency as f64 / 1000.0);
+            }
+            metrics::counter!("outbox_published_total", "service" => self.service)
+                .increment(done.len() as u64);
+        }
+        tracing::debug!(count = done.len(), took = ?started.elapsed(), "outbox batch published");
+        match failure {
+            Some(e) => Err(RelayError::Kafka(e)),
+            None => Ok(()),
+        }
+    }
+}

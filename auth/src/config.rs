@@ -1,5 +1,6 @@
 //! The auth service's configuration.
 
+use messaging::outbox::RelayConfig;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use service_config::catalog::AUTH as SPEC;
@@ -16,6 +17,7 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub passwords: PasswordConfig,
     pub bootstrap_admin: BootstrapAdmin,
+    pub relay: RelayConfig,
     pub log: LogConfig,
 }
 
@@ -28,6 +30,7 @@ impl Default for Config {
             jwt: JwtConfig::default(),
             passwords: PasswordConfig::default(),
             bootstrap_admin: BootstrapAdmin::default(),
+            relay: RelayConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -16,6 +16,7 @@ pub use error::AuthError;
 use auth_claims::{IdentityKey, Role};
 use axum::extract::FromRef;
 use http_api::auth::UserStatus;
+use messaging::outbox::{Outbox, Relay};
 use passwords::Passwords;
 use secrecy::ExposeSecret;
 use service_config::catalog::AUTH as SPEC;
@@ -59,8 +60,9 @@ impl Application {
     pub async fn build(config: Config) -> Result<App, StartupError> {
         let deps = Deps::connect(&config.deps, SPEC.name).await?;
         let identity = IdentityKey::from_config(&config.internal)?;
+        let outbox = Outbox::new(deps.mongo.db(), deps.registry.clone(), SPEC.name);
         let state = AppState {
-            store: Store::new(deps.mongo.client().clone(), deps.mongo.db()),
+            store: Store::new(deps.mongo.client().clone(), deps.mongo.db(), outbox),
             passwords: Passwords::new(&config.passwords).await?,
             tokens: Arc::new(Tokens::new(&config.jwt)?),
             identity,
@@ -68,13 +70,39 @@ impl Application {
         let gate = StartupGate::default();
         let readiness = deps.readiness();
         let server = Server::bind(&config.http).await?;
-        let app = App::new(SPEC.name, server, routes::routes(state.clone()), readiness)
+        let mut app = App::new(SPEC.name, server, routes::routes(state.clone()), readiness)
             .gated_by(gate.clone());
-        let bootstrap = config.bootstrap_admin.clone();
-        gate.run(app.shutdown_handle().token(), move || {
-            let state = state.clone();
-            let bootstrap = bootstrap.clone();
-            Box::pin(async move { prepare_database(&state, &bootstrap).await })
+        let stop = app.shutdown_handle().token();
+        let relay = Relay::new(
+            deps.mongo.db(),
+            deps.producer.clone(),
+            config.relay.clone(),
+            SPEC.name,
+        );
+        app.spawn_background(relay.run(stop.clone()));
+        let (bootstrap, relay_config, db) = (
+            config.bootstrap_admin.clone(),
+            config.relay,
+            deps.mongo.db().clone(),
+        );
+        let registry = deps.registry.clone();
+        gate.run(stop, move || {
+            let (state, bootstrap) = (state.clone(), bootstrap.clone());
+            let (relay_config, db, registry) = (relay_config.clone(), db.clone(), registry.clone());
+            Box::pin(async move {
+                Relay::ensure_indexes(&db, &relay_config)
+                    .await
+                    .map_err(|e| AuthError::Internal(e.to_string()))?;
+                // Register what auth publishes at start-up: an incompatible schema stops the
+                // service here, before it writes anything it could not publish.
+                for schema in [contracts::USER_REGISTERED, contracts::USER_STATUS_CHANGED] {
+                    registry
+                        .register(schema.topic, &schema)
+                        .await
+                        .map_err(|e| AuthError::Internal(e.to_string()))?;
+                }
+                prepare_database(&state, &bootstrap).await
+            })
         });
         Ok(app)
     }

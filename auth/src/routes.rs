@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
+use contracts::StatusChange;
 use http_api::auth::*;
 use http_api::{Page, PageQuery};
 use mongo_kit::mongodb::bson::{DateTime, doc, to_bson};
@@ -189,7 +190,7 @@ async fn update_me(
     } else {
         Revoke::Nothing
     };
-    let user = state.store.update_user(id, set, revoke).await?;
+    let user = state.store.update_user(id, set, revoke, None).await?;
     Ok(Json(user.to_api()))
 }
 
@@ -230,7 +231,12 @@ async fn set_roles(
     let roles = to_bson(&roles).map_err(|e| AuthError::Internal(e.to_string()))?;
     let user = state
         .store
-        .update_user(&id, doc! { "roles": roles }, Revoke::AccessTokens)
+        .update_user(
+            &id,
+            doc! { "roles": roles },
+            Revoke::AccessTokens,
+            Some(StatusChange::RolesChanged),
+        )
         .await?;
     Ok(Json(user.to_api()))
 }
@@ -243,7 +249,12 @@ async fn ban(
     identity.require(&[Role::Admin])?;
     let user = state
         .store
-        .update_user(&id, doc! { "status": "BANNED" }, Revoke::Sessions)
+        .update_user(
+            &id,
+            doc! { "status": "BANNED" },
+            Revoke::Sessions,
+            Some(StatusChange::Banned),
+        )
         .await?;
     Ok(Json(user.to_api()))
 }
@@ -258,7 +269,12 @@ async fn unban(
     // has cached for this user, so they work at once.
     let user = state
         .store
-        .update_user(&id, doc! { "status": "ACTIVE" }, Revoke::Sessions)
+        .update_user(
+            &id,
+            doc! { "status": "ACTIVE" },
+            Revoke::Sessions,
+            Some(StatusChange::Unbanned),
+        )
         .await?;
     Ok(Json(user.to_api()))
 }
@@ -291,6 +307,7 @@ async fn soft_delete(state: &AppState, id: &str) -> Result<StatusCode, AuthError
             id,
             doc! { "status": "DELETED", "deletedAt": DateTime::now() },
             Revoke::Sessions,
+            Some(StatusChange::Deleted),
         )
         .await;
     match deleted {

@@ -2,8 +2,10 @@
 
 use crate::error::AuthError;
 use auth_claims::Role;
+use contracts::StatusChange;
 use http_api::auth::{SessionState, User, UserFilter, UserStatus};
 use http_api::{Page, PageQuery};
+use messaging::outbox::Outbox;
 use mongo_kit::mongodb::bson::{DateTime, Document, doc, to_bson};
 use mongo_kit::mongodb::options::{FindOneAndUpdateOptions, IndexOptions, ReturnDocument};
 use mongo_kit::mongodb::{Client, Collection, Database, IndexModel};
@@ -117,14 +119,16 @@ pub struct Store {
     client: Client,
     users: Collection<UserDoc>,
     refresh: Collection<RefreshDoc>,
+    outbox: Outbox,
 }
 
 impl Store {
-    pub fn new(client: Client, db: &Database) -> Self {
+    pub fn new(client: Client, db: &Database, outbox: Outbox) -> Self {
         Self {
             client,
             users: db.collection("users"),
             refresh: db.collection("refresh_tokens"),
+            outbox,
         }
     }
 
@@ -163,9 +167,24 @@ impl Store {
         Ok(())
     }
 
+    /// Creates the user and records UserRegistered, in one transaction.
     pub async fn insert_user(&self, user: &UserDoc) -> Result<(), AuthError> {
-        match self.users.insert_one(user).await {
-            Ok(_) => Ok(()),
+        let message = self
+            .outbox
+            .message(&events::registered(user))
+            .await
+            .map_err(internal)?;
+        let (users, outbox, user) = (self.users.clone(), self.outbox.clone(), user.clone());
+        let mut session = self.client.start_session().await?;
+        let inserted = session
+            .start_transaction()
+            .and_run2(async move |s| {
+                users.insert_one(&user).session(&mut *s).await?;
+                outbox.write(s, std::slice::from_ref(&message)).await
+            })
+            .await;
+        match inserted {
+            Ok(()) => Ok(()),
             Err(e) if mongo_kit::is_duplicate_key(&e) => Err(AuthError::EmailTaken),
             Err(e) => Err(e.into()),
         }
@@ -223,12 +242,14 @@ impl Store {
     }
 
     /// Applies `set` (plus `updatedAt` and what `revoke` asks) to a user that is not deleted,
-    /// and returns the user as it is afterwards.
+    /// records UserStatusChanged when `change` says what happened, in one transaction, and
+    /// returns the user as it is afterwards.
     pub async fn update_user(
         &self,
         id: &str,
         mut set: Document,
         revoke: Revoke,
+        change: Option<StatusChange>,
     ) -> Result<UserDoc, AuthError> {
         set.insert("updatedAt", DateTime::now());
         let mut update = doc! { "$set": set };
@@ -244,10 +265,27 @@ impl Store {
         let options = FindOneAndUpdateOptions::builder()
             .return_document(ReturnDocument::After)
             .build();
-        let updated = self
-            .users
-            .find_one_and_update(doc! { "_id": id, "status": { "$ne": "DELETED" } }, update)
-            .with_options(options)
+        let (users, outbox) = (self.users.clone(), self.outbox.clone());
+        let filter = doc! { "_id": id, "status": { "$ne": "DELETED" } };
+        let mut session = self.client.start_session().await?;
+        let updated = session
+            .start_transaction()
+            .and_run2(async move |s| {
+                let user = users
+                    .find_one_and_update(filter.clone(), update.clone())
+                    .with_options(options.clone())
+                    .session(&mut *s)
+                    .await?;
+                if let (Some(user), Some(change)) = (&user, change) {
+                    // Encoding asks the registry once per process, then uses its cache.
+                    let message = outbox
+                        .message(&events::status_changed(user, change))
+                        .await
+                        .map_err(mongo_kit::mongodb::error::Error::custom)?;
+                    outbox.write(s, &[message]).await?;
+                }
+                Ok(user)
+            })
             .await?;
         let Some(user) = updated else {
             // Missing, or deleted: a deleted account stays as it was.
@@ -386,6 +424,53 @@ fn refresh_doc(
         expires_at: DateTime::from_millis(now.timestamp_millis() + ttl.as_millis() as i64),
         used_at: None,
         revoked: false,
+    }
+}
+
+/// The messages auth publishes about users.
+pub mod events {
+    use super::UserDoc;
+    use contracts::{Envelope, StatusChange, UserRegistered, UserStatusChanged};
+    use http_api::auth::UserStatus;
+
+    const PRODUCER: &str = "auth";
+
+    fn roles(user: &UserDoc) -> Vec<contracts::Role> {
+        user.roles
+            .iter()
+            .filter_map(|r| match r {
+                auth_claims::Role::User => Some(contracts::Role::User),
+                auth_claims::Role::Operator => Some(contracts::Role::Operator),
+                auth_claims::Role::Auditor => Some(contracts::Role::Auditor),
+                auth_claims::Role::Admin => Some(contracts::Role::Admin),
+                auth_claims::Role::System => None,
+            })
+            .collect()
+    }
+
+    pub fn registered(user: &UserDoc) -> UserRegistered {
+        UserRegistered {
+            envelope: Envelope::new(PRODUCER),
+            user_id: user.id.clone(),
+            email: user.email.clone(),
+            nickname: user.nickname.clone(),
+            roles: roles(user),
+        }
+    }
+
+    pub fn status_changed(user: &UserDoc, change: StatusChange) -> UserStatusChanged {
+        UserStatusChanged {
+            envelope: Envelope::new(PRODUCER),
+            user_id: user.id.clone(),
+            change,
+            status: match user.status {
+                UserStatus::Active => contracts::UserStatus::Active,
+                UserStatus::Banned => contracts::UserStatus::Banned,
+                UserStatus::Deleted => contracts::UserStatus::Deleted,
+            },
+            roles: roles(user),
+            token_version: user.token_version,
+        }
     }
 }
 

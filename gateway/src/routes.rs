@@ -83,6 +83,21 @@ pub const ROUTES: &[Route] = &[
         Roles(&[Role::Operator, Role::Auditor]),
     ),
     route(Method::GET, "/claims/me", Event, SignedIn),
+    route(Method::GET, "/dead-letters/event", Event, ADMIN),
+    route(Method::GET, "/dead-letters/event/{id}", Event, ADMIN),
+    route(
+        Method::POST,
+        "/dead-letters/event/{id}/replay",
+        Event,
+        ADMIN,
+    ),
+    route(Method::POST, "/dead-letters/event/replay", Event, ADMIN),
+    route(
+        Method::POST,
+        "/dead-letters/event/{id}/discard",
+        Event,
+        ADMIN,
+    ),
 ];
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use crate::auth::*;
+use crate::dlq::*;
 use crate::events::*;
 use crate::{Page, PageQuery, Problem};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -27,6 +28,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         list_users, get_user, set_roles, ban, unban, delete_user,
         create_event, list_events, get_event,
         list_claims, list_my_claims,
+        list_dead_letters, get_dead_letter, replay_dead_letter, replay_dead_letters, discard_dead_letter,
     ),
     components(schemas(Problem, Page<User>, Page<Event>, Page<Claim>)),
     modifiers(&BearerAuth),
@@ -35,6 +37,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         (name = "users", description = "User administration"),
         (name = "events", description = "Events and their conditions"),
         (name = "claims", description = "Reward claims and their history"),
+        (name = "dead-letters", description = "Messages a consumer gave up on: inspect, replay, discard"),
     )
 )]
 struct ApiDoc;
@@ -188,3 +191,34 @@ fn list_claims() {}
     params(ClaimFilter, PageQuery),
     responses((status = 200, body = Page<Claim>)))]
 fn list_my_claims() {}
+
+#[utoipa::path(get, path = "/dead-letters/event", tag = "dead-letters", security(("bearer" = [])),
+    description = "ADMIN. Messages the event service's consumers dead-lettered, newest first, decoded where possible.",
+    params(DeadLetterFilter, PageQuery),
+    responses((status = 200, body = Page<DeadLetterView>)))]
+fn list_dead_letters() {}
+
+#[utoipa::path(get, path = "/dead-letters/event/{id}", tag = "dead-letters", security(("bearer" = [])),
+    description = "ADMIN.",
+    params(("id" = String, Path, description = "`<topic>:<partition>:<offset>`")),
+    responses((status = 200, body = DeadLetterView), (status = 404, description = "`dead_letter_not_found`", body = Problem, content_type = "application/problem+json")))]
+fn get_dead_letter() {}
+
+#[utoipa::path(post, path = "/dead-letters/event/{id}/replay", tag = "dead-letters", security(("bearer" = [])),
+    description = "ADMIN. Sends the record back to its topic (same key, headers and message id, so it is processed at most once).",
+    params(("id" = String, Path)),
+    responses((status = 200, body = DeadLetterView), (status = 409, description = "`dead_letter_discarded`", body = Problem, content_type = "application/problem+json")))]
+fn replay_dead_letter() {}
+
+#[utoipa::path(post, path = "/dead-letters/event/replay", tag = "dead-letters", security(("bearer" = [])),
+    description = "ADMIN. Replays every NEW dead letter (of one topic, if given).",
+    request_body(content = ReplayAllRequest, description = "Optional."),
+    responses((status = 200, body = ReplayAllResponse)))]
+fn replay_dead_letters() {}
+
+#[utoipa::path(post, path = "/dead-letters/event/{id}/discard", tag = "dead-letters", security(("bearer" = [])),
+    description = "ADMIN. Gives up on the message, with a reason; recorded in its history.",
+    params(("id" = String, Path)),
+    request_body = DiscardRequest,
+    responses((status = 200, body = DeadLetterView)))]
+fn discard_dead_letter() {}

@@ -6,6 +6,7 @@
 //! they accept and return. JSON is camelCase; times are RFC 3339 strings in UTC.
 
 pub mod auth;
+pub mod dlq;
 mod docs;
 pub mod events;
 

@@ -49,13 +49,19 @@ pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaClientError
 /// A consumer in `group` that starts from the earliest offset when the group has none and
 /// commits only offsets the application stored explicitly (after its work is durable).
 pub fn consumer(config: &KafkaConfig, group: &str) -> Result<StreamConsumer, KafkaClientError> {
-    Ok(client_config(config)
-        .set("group.id", group)
+    Ok(consumer_config(config, group).create()?)
+}
+
+/// The settings behind [`consumer`], for consumers with a context of their own.
+pub fn consumer_config(config: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut cc = client_config(config);
+    cc.set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .create()?)
+        .set("enable.partition.eof", "false");
+    cc
 }
 
 /// Asks the cluster for its metadata: proves a broker is reachable and answering.

@@ -4,6 +4,8 @@
 //! The transactional outbox relay, the idempotent consumer runner and the dead-letter queue
 //! build on these pieces and live here too, so every service uses one implementation.
 
+pub mod consumer;
+pub mod dlq;
 pub mod kafka;
 pub mod outbox;
 pub mod registry;

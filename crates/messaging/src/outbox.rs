@@ -60,6 +60,9 @@ pub struct OutboxEntry {
     pub payload: Binary,
     pub headers: Vec<(String, String)>,
     pub created_at: DateTime,
+    /// A plain flag (not the absence of `publishedAt`) because partial indexes, which keep
+    /// the relay's query small, can only select on equality.
+    pub published: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_at: Option<DateTime>,
 }
@@ -100,6 +103,7 @@ impl Outbox {
                 bytes: payload,
             },
             created_at: DateTime::now(),
+            published: false,
             published_at: None,
         })
     }
@@ -186,7 +190,7 @@ impl Relay {
         let entries: Collection<OutboxEntry> = db.collection(OUTBOX);
         let pending = IndexOptions::builder()
             .name("pending".to_owned())
-            .partial_filter_expression(doc! { "publishedAt": { "$exists": false } })
+            .partial_filter_expression(doc! { "published": false })
             .build();
         entries
             .create_index(
@@ -302,7 +306,7 @@ impl Relay {
                     self.sweep(Some(cutoff)).await?;
                 }
                 _ = pending_gauge.tick() => {
-                    let pending = self.entries.count_documents(doc! { "publishedAt": { "$exists": false } }).await?;
+                    let pending = self.entries.count_documents(doc! { "published": false }).await?;
                     metrics::gauge!("outbox_pending", "service" => self.service).set(pending as f64);
                 }
                 event = stream.next() => {
@@ -369,7 +373,7 @@ impl Relay {
 
     /// Publishes unpublished entries (created before `cutoff`, if given) in creation order.
     async fn sweep(&self, cutoff: Option<DateTime>) -> Result<(), RelayError> {
-        let mut filter = doc! { "publishedAt": { "$exists": false } };
+        let mut filter = doc! { "published": false };
         if let Some(cutoff) = cutoff {
             filter.insert("createdAt", doc! { "$lt": cutoff });
         }
@@ -401,7 +405,7 @@ impl Relay {
         }
         let found: Vec<OutboxEntry> = self
             .entries
-            .find(doc! { "_id": { "$in": ids }, "publishedAt": { "$exists": false } })
+            .find(doc! { "_id": { "$in": ids }, "published": false })
             .await?
             .try_collect()
             .await?;
@@ -474,7 +478,7 @@ impl Relay {
             self.entries
                 .update_many(
                     doc! { "_id": { "$in": ids } },
-                    doc! { "$set": { "publishedAt": now } },
+                    doc! { "$set": { "published": true, "publishedAt": now } },
                 )
                 .await?;
             for entry in done {

@@ -43,6 +43,8 @@ pub struct App {
     readiness: Readiness,
     shutdown: Shutdown,
     gate: Option<startup::StartupGate>,
+    /// Consumers, relays: stopped by the same signal, waited for after the server.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -54,7 +56,14 @@ impl App {
             readiness,
             shutdown: Shutdown::new(),
             gate: None,
+            background: Vec::new(),
         }
+    }
+
+    /// Runs `task` beside the server. It must end once the [`Self::shutdown_handle`]'s token
+    /// is cancelled; the app waits for it (up to the shutdown grace) before returning.
+    pub fn spawn_background(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.background.push(tokio::spawn(task));
     }
 
     /// Start-up work (indexes, seed data) that must finish before the service's own routes
@@ -86,9 +95,20 @@ impl App {
                 )),
             None => self.routes,
         };
-        self.server
-            .serve(self.name, routes, self.readiness, token)
-            .await
+        let grace = self.server.grace;
+        let served = self
+            .server
+            .serve(self.name, routes, self.readiness, token.clone())
+            .await;
+        token.cancel();
+        let background = futures::future::join_all(self.background);
+        if tokio::time::timeout(grace, background).await.is_err() {
+            tracing::warn!(
+                service = self.name,
+                "background tasks cut off after the grace period"
+            );
+        }
+        served
     }
 }
 

@@ -1,0 +1,762 @@
+//! The consumer runner every service uses: at-least-once from Kafka, effectively-once in
+//! effect.
+//!
+//! - Each assigned partition gets a worker that takes its messages in order, in batches.
+//!   A batch is applied in one MongoDB transaction together with an *inbox* record per
+//!   message id; ids already in the inbox are skipped (re-deliveries, re-sends, replays).
+//! - The partition's offset is stored only after that transaction committed, and committed
+//!   to Kafka from there: a crash after the commit re-delivers messages the inbox then drops.
+//! - Errors are classified. Undecodable bytes, an unknown schema id, content the handler
+//!   rejects, and retries exhausted are *permanent*: the message goes to `<topic>.dlq` (with
+//!   headers saying where it came from and why; see [`crate::dlq`]) and the partition moves
+//!   on. Everything else is *retryable*: the batch is tried again with exponential backoff and
+//!   jitter, the partition waits (it is paused when its backlog grows), nothing is skipped.
+//!   Unreachable infrastructure is retried for as long as it takes; other retryable errors
+//!   a bounded number of times, then message by message, so one bad message cannot hold a
+//!   partition forever.
+//! - Inbox records expire after `inbox_retention_hours`, which must exceed the topics'
+//!   retention so that nothing old enough to be re-delivered has been forgotten.
+
+use crate::dlq::{DeadLetter, DeadLetters, ErrorClass};
+use crate::kafka::KafkaClientError;
+use crate::outbox::MESSAGE_ID_HEADER;
+use crate::registry::SchemaRegistry;
+use apache_avro::types::Value;
+use contracts::{Contract, UserEvent};
+use mongo_kit::Mongo;
+use mongo_kit::mongodb::bson::{DateTime, doc};
+use mongo_kit::mongodb::options::IndexOptions;
+use mongo_kit::mongodb::{ClientSession, Collection, IndexModel};
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{ClientContext, Statistics, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use service_config::KafkaConfig;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How a consumer behaves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsumerConfig {
+    /// Most messages applied in one transaction.
+    pub batch_size: usize,
+    /// Attempts at a batch (then at each of its messages) before a message is dead-lettered.
+    /// Unreachable infrastructure does not count.
+    pub max_attempts: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How long processed message ids are remembered (longer than any topic's retention).
+    pub inbox_retention_hours: u64,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            max_attempts: 5,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 10_000,
+            inbox_retention_hours: 14 * 24,
+        }
+    }
+}
+
+/// A decoded message and where it came from.
+#[derive(Debug, Clone)]
+pub struct Delivery<M> {
+    pub message: M,
+    pub message_id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// What the handler made of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// The content cannot be processed (and never will be as it is): dead-letter it.
+    Invalid(String),
+}
+
+/// Why a batch could not be applied this time.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongo_kit::mongodb::error::Error),
+    /// Worth trying again (a dependency failed).
+    #[error("{0}")]
+    Retryable(String),
+}
+
+/// Applies messages to a service's state.
+pub trait Handler: Send + Sync + 'static {
+    type Message: Decode + Clone + Send + Sync + 'static;
+
+    /// Applies `batch` inside the transaction `session`: one outcome per message, in order.
+    /// It may run more than once for the same batch (a transaction retried after a transient
+    /// error), always in a fresh transaction.
+    fn handle(
+        &self,
+        session: &mut ClientSession,
+        batch: &[Delivery<Self::Message>],
+    ) -> impl Future<Output = Result<Vec<Outcome>, HandlerError>> + Send;
+}
+
+/// Turns a decoded Avro record into a message type.
+pub trait Decode: Sized {
+    /// `record` is the writer's full record name.
+    fn decode(record: &str, value: &Value) -> Result<Self, String>;
+    fn message_id(&self) -> String;
+}
+
+/// A contract decodes from its own record type only.
+fn decode_contract<T: Contract>(record: &str, value: &Value) -> Result<T, String> {
+    if record != T::SCHEMA.full_name {
+        return Err(format!("expected {}, got {record}", T::SCHEMA.full_name));
+    }
+    apache_avro::from_value(value).map_err(|e| e.to_string())
+}
+
+macro_rules! decode_contracts {
+    ($($type:ty),*) => {$(
+        impl Decode for $type {
+            fn decode(record: &str, value: &Value) -> Result<Self, String> {
+                decode_contract(record, value)
+            }
+
+            fn message_id(&self) -> String {
+                self.envelope().message_id.to_string()
+            }
+        }
+    )*};
+}
+
+decode_contracts!(
+    contracts::UserActivityEvent,
+    contracts::UserRegistered,
+    contracts::UserStatusChanged,
+    contracts::GrantRewardCommand,
+    contracts::GrantResultEvent
+);
+
+impl Decode for UserEvent {
+    fn decode(record: &str, value: &Value) -> Result<Self, String> {
+        match record {
+            r if r == contracts::USER_REGISTERED.full_name => {
+                decode_contract(record, value).map(UserEvent::Registered)
+            }
+            r if r == contracts::USER_STATUS_CHANGED.full_name => {
+                decode_contract(record, value).map(UserEvent::StatusChanged)
+            }
+            other => Err(format!("auth.user-events does not carry {other}")),
+        }
+    }
+
+    fn message_id(&self) -> String {
+        match self {
+            UserEvent::Registered(e) => e.envelope.message_id.to_string(),
+            UserEvent::StatusChanged(e) => e.envelope.message_id.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InboxEntry {
+    #[serde(rename = "_id")]
+    message_id: String,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    processed_at: DateTime,
+}
+
+/// Reports consumer lag from librdkafka's statistics.
+struct LagContext {
+    group: String,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in statistics.topics {
+            for (partition, p) in stats.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(
+                        "consumer_lag",
+                        "group" => self.group.clone(),
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string()
+                    )
+                    .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+type KafkaConsumer = StreamConsumer<LagContext>;
+
+/// Runs a [`Handler`] over topics.
+pub struct ConsumerRunner<H: Handler> {
+    group: String,
+    topics: Vec<String>,
+    kafka: KafkaConfig,
+    config: ConsumerConfig,
+    handler: Arc<H>,
+    registry: Arc<SchemaRegistry>,
+    mongo: Mongo,
+    inbox: Collection<InboxEntry>,
+    dead_letters: DeadLetters,
+}
+
+impl<H: Handler> ConsumerRunner<H> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        group: impl Into<String>,
+        topics: &[&str],
+        kafka: KafkaConfig,
+        config: ConsumerConfig,
+        handler: H,
+        registry: Arc<SchemaRegistry>,
+        mongo: Mongo,
+        dead_letters: DeadLetters,
+    ) -> Self {
+        Self {
+            group: group.into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            kafka,
+            config,
+            handler: Arc::new(handler),
+            registry,
+            inbox: mongo.db().collection("inbox"),
+            mongo,
+            dead_letters,
+        }
+    }
+
+    /// The inbox's TTL index.
+    pub async fn ensure_indexes(
+        db: &mongo_kit::mongodb::Database,
+        config: &ConsumerConfig,
+    ) -> Result<(), mongo_kit::mongodb::error::Error> {
+        let ttl = IndexOptions::builder()
+            .name("processed_ttl".to_owned())
+            .expire_after(Duration::from_secs(config.inbox_retention_hours * 3600))
+            .build();
+        db.collection::<InboxEntry>("inbox")
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "processedAt": 1 })
+                    .options(ttl)
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Consumes until `stop` fires; then finishes the batches in progress, commits the stored
+    /// offsets and returns.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), KafkaClientError> {
+        let consumer: Arc<KafkaConsumer> = Arc::new(
+            crate::kafka::consumer_config(&self.kafka, &self.group)
+                .set("statistics.interval.ms", "5000")
+                .create_with_context(LagContext {
+                    group: self.group.clone(),
+                })?,
+        );
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        tracing::info!(group = %self.group, topics = ?self.topics, "consumer started");
+        let runner = Arc::new(self);
+        let mut workers: HashMap<(String, i32), Worker> = HashMap::new();
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => break,
+                message = consumer.recv() => message,
+            };
+            let message = match message {
+                Ok(message) => message.detach(),
+                Err(e) => {
+                    tracing::warn!(group = %runner.group, error = %e, "kafka consumer error");
+                    continue;
+                }
+            };
+            let key = (message.topic().to_owned(), message.partition());
+            let worker = workers.entry(key.clone()).or_insert_with(|| {
+                Worker::spawn(
+                    Arc::clone(&runner),
+                    Arc::clone(&consumer),
+                    key.0.clone(),
+                    key.1,
+                    stop.clone(),
+                )
+            });
+            worker.enqueue(message, &consumer, runner.config.batch_size);
+        }
+        // Stop taking work: workers finish the batch in hand, then the offsets go out.
+        let tasks: Vec<_> = workers.into_values().map(Worker::close).collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!(group = %runner.group, error = %e, "final offset commit failed");
+        }
+        tracing::info!(group = %runner.group, "consumer stopped");
+        Ok(())
+    }
+
+    /// Processes one partition's messages, batch by batch, in order.
+    async fn work(
+        self: Arc<Self>,
+        consumer: Arc<KafkaConsumer>,
+        lane: Lane,
+        mut queue: mpsc::UnboundedReceiver<OwnedMessage>,
+        stop: CancellationToken,
+    ) {
+        let Lane {
+            topic,
+            partition,
+            backlog,
+            paused,
+        } = lane;
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < self.config.batch_size {
+                match queue.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            let last_offset = batch.last().map(Message::offset).unwrap_or_default();
+            let count = batch.len();
+            if !self.process(batch, &stop).await {
+                // Stopped while retrying: leave the offset where it is; the batch is redone
+                // by whoever consumes the partition next.
+                return;
+            }
+            if let Err(e) = consumer.store_offset(&topic, partition, last_offset) {
+                // The partition was revoked meanwhile; its next owner re-delivers, the inbox
+                // drops what was done here.
+                tracing::debug!(%topic, partition, error = %e, "offset not stored");
+            }
+            let left = backlog.fetch_sub(count, Ordering::AcqRel) - count;
+            if left < self.config.batch_size / 2 && paused.swap(false, Ordering::AcqRel) {
+                let _ = consumer.resume(&one_partition(&topic, partition));
+            }
+            #[cfg(feature = "failpoints")]
+            failpoint("consumer-after-offset-store");
+        }
+    }
+
+    /// Decodes, applies and dead-letters one batch. Returns false if `stop` cut it short.
+    async fn process(&self, batch: Vec<OwnedMessage>, stop: &CancellationToken) -> bool {
+        let mut fresh = Vec::with_capacity(batch.len());
+        let mut dead = Vec::new();
+        let mut attempt = 0;
+        'decoding: loop {
+            fresh.clear();
+            dead.clear();
+            let mut seen = HashSet::new();
+            for raw in &batch {
+                match self.decode(raw).await {
+                    Decoded::Message(delivery) => {
+                        // A re-send within the same batch counts once.
+                        if seen.insert(delivery.message_id.clone()) {
+                            fresh.push((raw, delivery));
+                        } else {
+                            self.count("consumer_duplicates_total", 1);
+                        }
+                    }
+                    Decoded::Dead(class, reason) => dead.push((raw, class, reason, 1)),
+                    Decoded::Retry(reason) => {
+                        // The registry is unreachable: wait for it, nothing is skipped.
+                        attempt += 1;
+                        tracing::warn!(topic = raw.topic(), error = %reason, "cannot decode yet");
+                        if !self.wait(stop, attempt).await {
+                            return false;
+                        }
+                        continue 'decoding;
+                    }
+                }
+            }
+            break;
+        }
+        let deliveries: Vec<Delivery<H::Message>> = fresh.iter().map(|(_, d)| d.clone()).collect();
+        match self.apply_with_retries(&deliveries, stop).await {
+            Applied::Outcomes(outcomes) => {
+                for ((raw, _), outcome) in fresh.iter().zip(outcomes) {
+                    if let Outcome::Invalid(reason) = outcome {
+                        dead.push((raw, ErrorClass::InvalidContent, reason, 1));
+                    }
+                }
+            }
+            Applied::Stopped => return false,
+            Applied::Exhausted(attempts, reason) => {
+                // Find the culprit: one message at a time, each with its own attempts.
+                for (raw, delivery) in &fresh {
+                    match self
+                        .apply_with_retries(std::slice::from_ref(delivery), stop)
+                        .await
+                    {
+                        Applied::Outcomes(outcomes) => {
+                            if let Some(Outcome::Invalid(reason)) = outcomes.into_iter().next() {
+                                dead.push((raw, ErrorClass::InvalidContent, reason, 1));
+                            }
+                        }
+                        Applied::Stopped => return false,
+                        Applied::Exhausted(single, error) => dead.push((
+                            raw,
+                            ErrorClass::RetriesExhausted,
+                            format!("{error} (batch failed {attempts} times: {reason})"),
+                            single,
+                        )),
+                    }
+                }
+            }
+        }
+        for (raw, class, reason, attempts) in dead {
+            let letter = DeadLetter::from_message(raw, &self.group, class, &reason, attempts);
+            let mut attempt = 0;
+            // The offset must not move past a message that is neither applied nor in the DLQ.
+            while let Err(e) = self.dead_letters.record(letter.clone()).await {
+                attempt += 1;
+                tracing::warn!(error = %e, "dead-lettering failed; retrying");
+                if !self.wait(stop, attempt).await {
+                    return false;
+                }
+            }
+            tracing::warn!(topic = raw.topic(), partition = raw.partition(), offset = raw.offset(),
+                class = class.as_str(), %reason, "message dead-lettered");
+            metrics::counter!("consumer_dead_lettered_total", "group" => self.group.clone(), "class" => class.as_str())
+                .increment(1);
+        }
+        true
+    }
+
+    async fn decode(&self, raw: &OwnedMessage) -> Decoded<H::Message> {
+        let Some(bytes) = raw.payload() else {
+            return Decoded::Dead(ErrorClass::Undecodable, "empty payload".into());
+        };
+        let (record, value) = match self.registry.decode_value(bytes).await {
+            Ok((Some(record), value)) => (record, value),
+            Ok((None, _)) => {
+                return Decoded::Dead(ErrorClass::Undecodable, "not an Avro record".into());
+            }
+            Err(e) if e.is_retriable() => return Decoded::Retry(e.to_string()),
+            Err(e) => {
+                // Well-framed bytes whose schema id the registry does not know, or garbage.
+                let framed = bytes.len() > 5 && bytes[0] == 0;
+                let class = if framed && e.to_string().contains("404") {
+                    ErrorClass::UnknownSchema
+                } else {
+                    ErrorClass::Undecodable
+                };
+                return Decoded::Dead(class, e.to_string());
+            }
+        };
+        match H::Message::decode(&record, &value) {
+            Ok(message) => {
+                let message_id =
+                    header(raw, MESSAGE_ID_HEADER).unwrap_or_else(|| message.message_id());
+                Decoded::Message(Delivery {
+                    message,
+                    message_id,
+                    topic: raw.topic().to_owned(),
+                    partition: raw.partition(),
+                    offset: raw.offset(),
+                })
+            }
+            Err(reason) => Decoded::Dead(ErrorClass::InvalidContent, reason),
+        }
+    }
+
+    /// Applies `batch` (with its inbox records) in one transaction, retrying as the error
+    /// deserves.
+    async fn apply_with_retries(
+        &self,
+        batch: &[Delivery<H::Message>],
+        stop: &CancellationToken,
+    ) -> Applied {
+        if batch.is_empty() {
+            return Applied::Outcomes(Vec::new());
+        }
+        let mut counted = 0;
+        let mut waited = 0;
+        loop {
+            let error = match self.apply(batch).await {
+                Ok(outcomes) => return Applied::Outcomes(outcomes),
+                Err(e) => e,
+            };
+            self.count("consumer_retries_total", 1);
+            let unreachable = matches!(&error, HandlerError::Mongo(e) if is_unreachable(e));
+            if !unreachable {
+                counted += 1;
+                if counted >= self.config.max_attempts {
+                    return Applied::Exhausted(counted, error.to_string());
+                }
+            }
+            waited += 1;
+            tracing::warn!(group = %self.group, error = %error, attempt = waited, "batch failed; retrying");
+            if !self.wait(stop, waited).await {
+                return Applied::Stopped;
+            }
+        }
+    }
+
+    async fn apply(&self, batch: &[Delivery<H::Message>]) -> Result<Vec<Outcome>, HandlerError> {
+        let ids: Vec<&str> = batch.iter().map(|d| d.message_id.as_str()).collect();
+        let mut session = self.mongo.client().start_session().await?;
+        session.start_transaction().await?;
+        let result = self.apply_in(&mut session, batch, &ids).await;
+        match result {
+            Ok(outcomes) => {
+                commit_with_retry(&mut session).await?;
+                #[cfg(feature = "failpoints")]
+                failpoint("consumer-after-commit");
+                let done = outcomes.iter().filter(|o| **o == Outcome::Done).count();
+                self.count("consumer_processed_total", done as u64);
+                Ok(outcomes)
+            }
+            Err(e) => {
+                let _ = session.abort_transaction().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply_in(
+        &self,
+        session: &mut ClientSession,
+        batch: &[Delivery<H::Message>],
+        ids: &[&str],
+    ) -> Result<Vec<Outcome>, HandlerError> {
+        use futures::TryStreamExt;
+        let known: HashSet<String> = self
+            .inbox
+            .find(doc! { "_id": { "$in": ids } })
+            .projection(doc! { "_id": 1 })
+            .session(&mut *session)
+            .await?
+            .stream(&mut *session)
+            .map_ok(|e| e.message_id)
+            .try_collect()
+            .await?;
+        let new: Vec<Delivery<H::Message>> = batch
+            .iter()
+            .filter(|d| !known.contains(&d.message_id))
+            .cloned()
+            .collect();
+        let seen = batch.len() - new.len();
+        if seen > 0 {
+            self.count("consumer_duplicates_total", seen as u64);
+        }
+        let outcomes = if new.is_empty() {
+            Vec::new()
+        } else {
+            self.handler.handle(session, &new).await?
+        };
+        if outcomes.len() != new.len() {
+            return Err(HandlerError::Retryable(format!(
+                "handler returned {} outcomes for {} messages",
+                outcomes.len(),
+                new.len()
+            )));
+        }
+        let now = DateTime::now();
+        let entries: Vec<InboxEntry> = new
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| **o == Outcome::Done)
+            .map(|(d, _)| InboxEntry {
+                message_id: d.message_id.clone(),
+                topic: d.topic.clone(),
+                partition: d.partition,
+                offset: d.offset,
+                processed_at: now,
+            })
+            .collect();
+        if !entries.is_empty() {
+            self.inbox
+                .insert_many(entries)
+                .session(&mut *session)
+                .await?;
+        }
+        // Outcomes for the whole batch, in order: duplicates count as done.
+        let mut by_id: HashMap<&str, Outcome> = new
+            .iter()
+            .map(|d| d.message_id.as_str())
+            .zip(outcomes)
+            .collect();
+        Ok(batch
+            .iter()
+            .map(|d| by_id.remove(d.message_id.as_str()).unwrap_or(Outcome::Done))
+            .collect())
+    }
+
+    /// Backs off before attempt `attempt + 1` (exponential, full jitter). False if stopped.
+    async fn wait(&self, stop: &CancellationToken, attempt: u32) -> bool {
+        let ceiling = self
+            .config
+            .backoff_initial_ms
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.config.backoff_max_ms);
+        let delay = Duration::from_millis(jitter(ceiling));
+        tokio::select! {
+            () = stop.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    fn count(&self, name: &'static str, n: u64) {
+        metrics::counter!(name, "group" => self.group.clone()).increment(n);
+    }
+}
+
+enum Decoded<M> {
+    Message(Delivery<M>),
+    Dead(ErrorClass, String),
+    Retry(String),
+}
+
+enum Applied {
+    Outcomes(Vec<Outcome>),
+    Exhausted(u32, String),
+    Stopped,
+}
+
+/// A partition's identity and the counters its worker and the dispatcher share.
+struct Lane {
+    topic: String,
+    partition: i32,
+    backlog: Arc<AtomicUsize>,
+    paused: Arc<AtomicBool>,
+}
+
+/// One partition's queue and worker task.
+struct Worker {
+    queue: mpsc::UnboundedSender<OwnedMessage>,
+    backlog: Arc<AtomicUsize>,
+    paused: Arc<AtomicBool>,
+    topic: String,
+    partition: i32,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    fn spawn<H: Handler>(
+        runner: Arc<ConsumerRunner<H>>,
+        consumer: Arc<KafkaConsumer>,
+        topic: String,
+        partition: i32,
+        stop: CancellationToken,
+    ) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let paused = Arc::new(AtomicBool::new(false));
+        let lane = Lane {
+            topic: topic.clone(),
+            partition,
+            backlog: Arc::clone(&backlog),
+            paused: Arc::clone(&paused),
+        };
+        let task = tokio::spawn(runner.work(consumer, lane, receiver, stop));
+        Self {
+            queue,
+            backlog,
+            paused,
+            topic,
+            partition,
+            task,
+        }
+    }
+
+    /// Hands a message to the worker; pauses the partition when its backlog passes two
+    /// batches (a slow or retrying worker), so fetching stops instead of memory filling up.
+    fn enqueue(&self, message: OwnedMessage, consumer: &KafkaConsumer, batch_size: usize) {
+        let backlog = self.backlog.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.queue.send(message).is_err() {
+            return;
+        }
+        if backlog > 2 * batch_size && !self.paused.swap(true, Ordering::AcqRel) {
+            let _ = consumer.pause(&one_partition(&self.topic, self.partition));
+        }
+    }
+
+    fn close(self) -> tokio::task::JoinHandle<()> {
+        drop(self.queue);
+        self.task
+    }
+}
+
+fn one_partition(topic: &str, partition: i32) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    list
+}
+
+fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
+}
+
+/// Commits, retrying the commit itself when its outcome is unknown (the driver's advice for
+/// `UnknownTransactionCommitResult`).
+async fn commit_with_retry(
+    session: &mut ClientSession,
+) -> Result<(), mongo_kit::mongodb::error::Error> {
+    loop {
+        match session.commit_transaction().await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.contains_label(
+                    mongo_kit::mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT,
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether MongoDB could not be reached at all (as opposed to refusing the operation).
+fn is_unreachable(error: &mongo_kit::mongodb::error::Error) -> bool {
+    use mongo_kit::mongodb::error::ErrorKind;
+    matches!(
+        error.kind.as_ref(),
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+    )
+}
+
+/// A uniformly random number of milliseconds up to `ceiling` ("full jitter").
+fn jitter(ceiling: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes) % ceiling.max(1)
+}
+
+/// Crashes the process here when `REWARDS_FAILPOINT` names this point: the tests' way to
+/// kill a consumer between two steps. Compiled only with the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+fn failpoint(name: &str) {
+    if std::env::var("REWARDS_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}

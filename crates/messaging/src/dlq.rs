@@ -1,0 +1,600 @@
+//! The dead-letter queue: where a consumer puts a message it cannot process, and how an
+//! administrator looks at, replays or discards it.
+//!
+//! A dead letter goes two places, both keyed by its original position
+//! (`<topic>:<partition>:<offset>`, so recording it twice is harmless):
+//! - `<topic>.dlq`, with the original key, value and headers plus `dlq.*` headers naming the
+//!   original topic, partition and offset, the consumer group, the error class and message,
+//!   the attempts and the first and last failure times: what `kcat` users see;
+//! - the consuming service's `dead_letters` collection, which the admin API reads and where
+//!   replays and discards are recorded.
+//!
+//! A replay sends the original record (key, value, headers, so also its message id) back to
+//! its topic; the inbox still drops it if it was processed after all.
+
+use crate::outbox::MESSAGE_ID_HEADER;
+use crate::registry::SchemaRegistry;
+use auth_claims::{Identity, IdentityKey, Role};
+use axum::Router;
+use axum::extract::{FromRef, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use http_api::dlq::{
+    DeadLetterFilter, DeadLetterView, DiscardRequest, LetterAction, LetterStatus, ReplayAllRequest,
+    ReplayAllResponse,
+};
+use http_api::{Page, PageQuery};
+use mongo_kit::mongodb::bson::{Binary, DateTime, Document, doc, spec::BinarySubtype, to_bson};
+use mongo_kit::mongodb::options::UpdateOptions;
+use mongo_kit::mongodb::{Collection, Database, IndexModel};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use service_kit::{Json, Problem, Query};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a message was given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Not Avro in the Confluent framing (or empty).
+    Undecodable,
+    /// Framed, but the registry knows no schema with that id.
+    UnknownSchema,
+    /// Decoded, but the content is wrong (the consumer rejected it).
+    InvalidContent,
+    /// Processing kept failing.
+    RetriesExhausted,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Undecodable => "UNDECODABLE",
+            ErrorClass::UnknownSchema => "UNKNOWN_SCHEMA",
+            ErrorClass::InvalidContent => "INVALID_CONTENT",
+            ErrorClass::RetriesExhausted => "RETRIES_EXHAUSTED",
+        }
+    }
+}
+
+/// A dead letter as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<Binary>,
+    pub headers: Vec<(String, String)>,
+    pub group: String,
+    pub error_class: String,
+    pub error: String,
+    pub attempts: u32,
+    pub first_failure_at: DateTime,
+    pub last_failure_at: DateTime,
+    pub status: LetterStatus,
+    pub history: Vec<StoredAction>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredAction {
+    pub action: String,
+    pub by: String,
+    pub at: DateTime,
+    pub reason: Option<String>,
+}
+
+impl DeadLetter {
+    pub fn from_message(
+        raw: &OwnedMessage,
+        group: &str,
+        class: ErrorClass,
+        error: &str,
+        attempts: u32,
+    ) -> Self {
+        let now = DateTime::now();
+        let headers = raw
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                        (h.key.to_owned(), value.unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            id: format!("{}:{}:{}", raw.topic(), raw.partition(), raw.offset()),
+            topic: raw.topic().to_owned(),
+            partition: raw.partition(),
+            offset: raw.offset(),
+            key: raw.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: raw.payload().map(|v| Binary {
+                subtype: BinarySubtype::Generic,
+                bytes: v.to_vec(),
+            }),
+            headers,
+            group: group.to_owned(),
+            error_class: class.as_str().to_owned(),
+            error: error.to_owned(),
+            attempts,
+            first_failure_at: now,
+            last_failure_at: now,
+            status: LetterStatus::New,
+            history: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongo_kit::mongodb::error::Error),
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error("no dead letter {0}")]
+    NotFound(String),
+    #[error("dead letter {0} is discarded")]
+    Discarded(String),
+}
+
+/// A service's dead letters.
+#[derive(Clone)]
+pub struct DeadLetters {
+    letters: Collection<DeadLetter>,
+    producer: FutureProducer,
+    registry: Arc<SchemaRegistry>,
+}
+
+impl DeadLetters {
+    pub fn new(db: &Database, producer: FutureProducer, registry: Arc<SchemaRegistry>) -> Self {
+        Self {
+            letters: db.collection("dead_letters"),
+            producer,
+            registry,
+        }
+    }
+
+    pub async fn ensure_indexes(&self) -> Result<(), DlqError> {
+        self.letters
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "status": 1, "topic": 1, "lastFailureAt": -1 })
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Puts `letter` on `<topic>.dlq` and records it; safe to repeat for the same message.
+    pub async fn record(&self, letter: DeadLetter) -> Result<(), DlqError> {
+        let rfc3339 = |t: DateTime| t.try_to_rfc3339_string().unwrap_or_default();
+        let mut headers = OwnedHeaders::new();
+        let dlq_headers = [
+            ("dlq.original.topic", letter.topic.clone()),
+            ("dlq.original.partition", letter.partition.to_string()),
+            ("dlq.original.offset", letter.offset.to_string()),
+            ("dlq.consumer.group", letter.group.clone()),
+            ("dlq.error.class", letter.error_class.clone()),
+            ("dlq.error.message", letter.error.clone()),
+            ("dlq.attempts", letter.attempts.to_string()),
+            ("dlq.first.failure", rfc3339(letter.first_failure_at)),
+            ("dlq.last.failure", rfc3339(letter.last_failure_at)),
+        ];
+        for (name, value) in letter
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .chain(dlq_headers)
+        {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let dlq_topic = crate::topics::dead_letter_topic(&letter.topic);
+        let empty = Vec::new();
+        let mut record = FutureRecord::to(&dlq_topic)
+            .payload(letter.value.as_ref().map_or(&empty, |v| &v.bytes))
+            .headers(headers);
+        if let Some(key) = &letter.key {
+            record = record.key(key.as_bytes());
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| DlqError::Kafka(e.to_string()))?;
+
+        let mut fresh = to_document(&letter)?;
+        for field in ["attempts", "lastFailureAt", "error", "errorClass"] {
+            fresh.remove(field);
+        }
+        self.letters
+            .update_one(
+                doc! { "_id": &letter.id },
+                doc! {
+                    "$setOnInsert": fresh,
+                    "$set": {
+                        "attempts": letter.attempts,
+                        "lastFailureAt": letter.last_failure_at,
+                        "error": &letter.error,
+                        "errorClass": &letter.error_class,
+                    },
+                },
+            )
+            .with_options(UpdateOptions::builder().upsert(true).build())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list(
+        &self,
+        filter: &DeadLetterFilter,
+        page: PageQuery,
+    ) -> Result<Page<DeadLetterView>, DlqError> {
+        let page = page.clamped();
+        let mut query = Document::new();
+        if let Some(topic) = &filter.topic {
+            query.insert("topic", topic);
+        }
+        if let Some(status) = filter.status {
+            query.insert(
+                "status",
+                to_bson(&status).map_err(|e| DlqError::Kafka(e.to_string()))?,
+            );
+        }
+        let (letters, total) = mongo_kit::find_page(
+            &self.letters,
+            query,
+            doc! { "lastFailureAt": -1 },
+            page.skip(),
+            page.size,
+        )
+        .await?;
+        let mut items = Vec::with_capacity(letters.len());
+        for letter in &letters {
+            items.push(self.view(letter).await);
+        }
+        Ok(Page {
+            items,
+            page: page.page,
+            size: page.size,
+            total,
+        })
+    }
+
+    pub async fn get(&self, id: &str) -> Result<DeadLetterView, DlqError> {
+        let letter = self.letter(id).await?;
+        Ok(self.view(&letter).await)
+    }
+
+    /// Sends the letter's record back to its topic and records who did it.
+    pub async fn replay(&self, id: &str, by: &str) -> Result<DeadLetterView, DlqError> {
+        let letter = self.letter(id).await?;
+        if letter.status == LetterStatus::Discarded {
+            return Err(DlqError::Discarded(id.to_owned()));
+        }
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in &letter.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let empty = Vec::new();
+        let mut record = FutureRecord::to(&letter.topic)
+            .payload(letter.value.as_ref().map_or(&empty, |v| &v.bytes))
+            .headers(headers);
+        if let Some(key) = &letter.key {
+            record = record.key(key.as_bytes());
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| DlqError::Kafka(e.to_string()))?;
+        self.act(id, "REPLAYED", LetterStatus::Replayed, by, None)
+            .await?;
+        metrics::counter!("dlq_replayed_total", "topic" => letter.topic.clone()).increment(1);
+        self.get(id).await
+    }
+
+    /// Replays every NEW letter (of `topic`, if given).
+    pub async fn replay_all(&self, topic: Option<&str>, by: &str) -> Result<u64, DlqError> {
+        use futures::TryStreamExt;
+        let mut query = doc! { "status": "NEW" };
+        if let Some(topic) = topic {
+            query.insert("topic", topic);
+        }
+        let ids: Vec<String> = self
+            .letters
+            .find(query)
+            .sort(doc! { "topic": 1, "partition": 1, "offset": 1 })
+            .await?
+            .map_ok(|l| l.id)
+            .try_collect()
+            .await?;
+        for id in &ids {
+            self.replay(id, by).await?;
+        }
+        Ok(ids.len() as u64)
+    }
+
+    pub async fn discard(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<DeadLetterView, DlqError> {
+        self.letter(id).await?;
+        self.act(id, "DISCARDED", LetterStatus::Discarded, by, Some(reason))
+            .await?;
+        self.get(id).await
+    }
+
+    async fn act(
+        &self,
+        id: &str,
+        action: &str,
+        status: LetterStatus,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<(), DlqError> {
+        let entry = StoredAction {
+            action: action.to_owned(),
+            by: by.to_owned(),
+            at: DateTime::now(),
+            reason: reason.map(str::to_owned),
+        };
+        let entry = to_bson(&entry).map_err(|e| DlqError::Kafka(e.to_string()))?;
+        let status = to_bson(&status).map_err(|e| DlqError::Kafka(e.to_string()))?;
+        self.letters
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "status": status }, "$push": { "history": entry } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn letter(&self, id: &str) -> Result<DeadLetter, DlqError> {
+        self.letters
+            .find_one(doc! { "_id": id })
+            .await?
+            .ok_or_else(|| DlqError::NotFound(id.to_owned()))
+    }
+
+    async fn view(&self, letter: &DeadLetter) -> DeadLetterView {
+        let rfc3339 = |t: DateTime| t.try_to_rfc3339_string().unwrap_or_default();
+        let value = match &letter.value {
+            Some(bytes) => match self.registry.decode_value(&bytes.bytes).await {
+                Ok((_, value)) => serde_json::Value::try_from(value).ok(),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        DeadLetterView {
+            id: letter.id.clone(),
+            topic: letter.topic.clone(),
+            partition: letter.partition,
+            offset: letter.offset,
+            key: letter.key.clone(),
+            headers: letter.headers.clone(),
+            group: letter.group.clone(),
+            error_class: letter.error_class.clone(),
+            error: letter.error.clone(),
+            attempts: letter.attempts,
+            first_failure_at: rfc3339(letter.first_failure_at),
+            last_failure_at: rfc3339(letter.last_failure_at),
+            status: letter.status,
+            history: letter
+                .history
+                .iter()
+                .map(|a| LetterAction {
+                    action: a.action.clone(),
+                    by: a.by.clone(),
+                    at: rfc3339(a.at),
+                    reason: a.reason.clone(),
+                })
+                .collect(),
+            value,
+            value_base64: letter
+                .value
+                .as_ref()
+                .map(|v| base64::engine::general_purpose::STANDARD.encode(&v.bytes)),
+        }
+    }
+
+    /// Whether a message id was dead-lettered (tests and tools).
+    pub async fn contains_message(&self, message_id: &str) -> Result<bool, DlqError> {
+        let found = self
+            .letters
+            .find_one(doc! { "headers": [MESSAGE_ID_HEADER, message_id] })
+            .await?;
+        Ok(found.is_some())
+    }
+}
+
+fn to_document<T: Serialize>(value: &T) -> Result<Document, DlqError> {
+    mongo_kit::mongodb::bson::to_document(value).map_err(|e| DlqError::Kafka(e.to_string()))
+}
+
+impl IntoResponse for DlqError {
+    fn into_response(self) -> Response {
+        let problem = match &self {
+            DlqError::NotFound(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "dead_letter_not_found",
+                "No such dead letter",
+            ),
+            DlqError::Discarded(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "dead_letter_discarded",
+                "This dead letter was discarded; it cannot be replayed",
+            ),
+            DlqError::Mongo(_) | DlqError::Kafka(_) => {
+                tracing::error!(error = %self, "dead-letter operation failed");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "dependency_unavailable",
+                    "A dependency did not answer; try again",
+                )
+            }
+        };
+        problem.with_detail(self.to_string()).into_response()
+    }
+}
+
+#[derive(Clone)]
+struct DlqState {
+    letters: DeadLetters,
+    identity: IdentityKey,
+}
+
+impl FromRef<DlqState> for IdentityKey {
+    fn from_ref(state: &DlqState) -> Self {
+        state.identity.clone()
+    }
+}
+
+/// The admin API over this service's dead letters, under `/dead-letters/<service>`. ADMIN
+/// only.
+pub fn routes(service: &str, letters: DeadLetters, identity: IdentityKey) -> Router {
+    let api = Router::new()
+        .route("/", get(list))
+        .route("/replay", post(replay_all))
+        .route("/{id}", get(show))
+        .route("/{id}/replay", post(replay))
+        .route("/{id}/discard", post(discard))
+        .with_state(DlqState { letters, identity });
+    Router::new().nest(&format!("/dead-letters/{service}"), api)
+}
+
+/// What the admin routes can answer besides success.
+enum ApiError {
+    Refused(Problem),
+    Failed(DlqError),
+}
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        ApiError::Refused(problem)
+    }
+}
+
+impl From<DlqError> for ApiError {
+    fn from(error: DlqError) -> Self {
+        ApiError::Failed(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Refused(problem) => problem.into_response(),
+            ApiError::Failed(error) => error.into_response(),
+        }
+    }
+}
+
+fn admin(identity: &Identity) -> Result<(), ApiError> {
+    Ok(identity.require(&[Role::Admin])?)
+}
+
+async fn list(
+    State(state): State<DlqState>,
+    identity: Identity,
+    Query(filter): Query<DeadLetterFilter>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<DeadLetterView>>, ApiError> {
+    admin(&identity)?;
+    state
+        .letters
+        .list(&filter, page)
+        .await
+        .map(Json)
+        .map_err(ApiError::from)
+}
+
+async fn show(
+    State(state): State<DlqState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<DeadLetterView>, ApiError> {
+    admin(&identity)?;
+    state
+        .letters
+        .get(&id)
+        .await
+        .map(Json)
+        .map_err(ApiError::from)
+}
+
+async fn replay(
+    State(state): State<DlqState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<DeadLetterView>, ApiError> {
+    admin(&identity)?;
+    state
+        .letters
+        .replay(&id, &identity.sub)
+        .await
+        .map(Json)
+        .map_err(ApiError::from)
+}
+
+async fn replay_all(
+    State(state): State<DlqState>,
+    identity: Identity,
+    body: axum::body::Bytes,
+) -> Result<Json<ReplayAllResponse>, ApiError> {
+    admin(&identity)?;
+    // The body is optional: none replays everything.
+    let request: ReplayAllRequest = if body.is_empty() {
+        ReplayAllRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "The body is not valid JSON",
+            )
+            .with_detail(e.to_string())
+        })?
+    };
+    let topic = request.topic;
+    let replayed = state
+        .letters
+        .replay_all(topic.as_deref(), &identity.sub)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(ReplayAllResponse { replayed }))
+}
+
+async fn discard(
+    State(state): State<DlqState>,
+    identity: Identity,
+    Path(id): Path<String>,
+    Json(request): Json<DiscardRequest>,
+) -> Result<Json<DeadLetterView>, ApiError> {
+    admin(&identity)?;
+    if request.reason.trim().is_empty() {
+        return Err(
+            Problem::validation(vec![service_kit::FieldError::new("reason", "say why")]).into(),
+        );
+    }
+    state
+        .letters
+        .discard(&id, &identity.sub, request.reason.trim())
+        .await
+        .map(Json)
+        .map_err(ApiError::from)
+}

@@ -131,6 +131,9 @@ pub struct KafkaConfig {
     pub client_id: String,
     /// Replication factor of topics the platform creates (1 on a one-broker cluster).
     pub topic_replication: i32,
+    /// How long the group waits for a consumer that stopped heartbeating before handing its
+    /// partitions to another: the pause a crashed consumer causes (Kafka's default is 45 s).
+    pub session_timeout_ms: u32,
 }
 
 impl KafkaConfig {
@@ -149,6 +152,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             client_id: "rewards".into(),
             topic_replication: 1,
+            session_timeout_ms: 10_000,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! End-to-end tests of the platform as the dev tool starts it: every process a real binary on
 //! loopback, with real MongoDB, Kafka and schema registry. The tests live in `tests/tests/`;
-//! this library holds what several of them share.
+//! this library holds what several of them share, and `src/bin/` holds harness processes
+//! that tests kill on purpose.
+
+pub mod effects;
 
 use std::io::{BufRead, BufReader, Lines};
 use std::path::PathBuf;

@@ -6,9 +6,45 @@
 //! can be fixed, for replay tests.
 
 use contracts::UserActivityEvent;
-use messaging::consumer::{Delivery, Handler, HandlerError, Outcome};
+use messaging::consumer::{
+    ConsumerConfig, ConsumerRunner, Delivery, Handler, HandlerError, Outcome,
+};
+use messaging::dlq::DeadLetters;
+use messaging::{SchemaRegistry, kafka};
+use mongo_kit::Mongo;
 use mongo_kit::mongodb::bson::{Document, doc};
 use mongo_kit::mongodb::{ClientSession, Collection, Database};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the consumer runner with the [`Effects`] handler on `topic` in this process, against
+/// the test run's servers. Cancel the token to stop it; the handle ends when it has.
+pub fn start_consumer(
+    mongo: &Mongo,
+    topic: &str,
+    group: &str,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let kafka = test_support::kafka();
+    let registry = Arc::new(SchemaRegistry::new(&test_support::registry()).unwrap());
+    let producer = kafka::producer(&kafka).unwrap();
+    let letters = DeadLetters::new(mongo.db(), producer, registry.clone());
+    let runner = ConsumerRunner::new(
+        group,
+        &[topic],
+        kafka,
+        ConsumerConfig::default(),
+        Effects::new(mongo.db()),
+        registry,
+        mongo.clone(),
+        letters,
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { runner.run(stop).await.unwrap() }
+    });
+    (stop, task)
+}
 
 pub struct Effects {
     effects: Collection<Document>,

@@ -3,8 +3,7 @@
 //! MongoDB commit and their offset commit, and dead letters replayed.
 
 use contracts::{ActivityType, Envelope, UserActivityEvent, UserStatus, UserStatusChanged};
-use e2e_tests::effects::Effects;
-use messaging::consumer::{ConsumerConfig, ConsumerRunner};
+use e2e_tests::effects;
 use messaging::dlq::DeadLetters;
 use messaging::outbox::{MESSAGE_ID_HEADER, OutboxEntry, PRODUCER_HEADER, RECORD_HEADER};
 use messaging::topics::{TopicSpec, dead_letter_topic};
@@ -120,34 +119,6 @@ fn header(message: &OwnedMessage, name: &str) -> Option<String> {
         .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
 }
 
-/// Runs the consumer runner with the [`Effects`] handler in this process.
-fn start_consumer(
-    mongo: &Mongo,
-    topic: &str,
-    group: &str,
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let kafka = test_support::kafka();
-    let registry = registry();
-    let producer = kafka::producer(&kafka).unwrap();
-    let letters = DeadLetters::new(mongo.db(), producer, registry.clone());
-    let runner = ConsumerRunner::new(
-        group,
-        &[topic],
-        kafka,
-        ConsumerConfig::default(),
-        Effects::new(mongo.db()),
-        registry,
-        mongo.clone(),
-        letters,
-    );
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { runner.run(stop).await.unwrap() }
-    });
-    (stop, task)
-}
-
 async fn effects_of(mongo: &Mongo, message_id: &str) -> u64 {
     mongo
         .db()
@@ -258,6 +229,50 @@ async fn published(mongo: &Mongo) -> u64 {
         .unwrap()
 }
 
+/// The change stream, not the sweep, brings a single new entry to Kafka, and the relay does not
+/// hold it back waiting for more: the sweep and the server-side wait are both set far beyond
+/// the deadline, so only prompt stream handling passes.
+#[tokio::test]
+async fn a_lone_new_entry_is_published_without_waiting_for_a_sweep_or_more_entries() {
+    let mongo = database("relay_lone").await;
+    let registry = registry();
+    let topic = topic("relay_lone", 1).await;
+    let config = messaging::outbox::RelayConfig {
+        poll_interval_ms: 600_000,
+        lease_ms: 1_200_000,
+        stream_await_ms: 120_000,
+        ..Default::default()
+    };
+    messaging::outbox::Relay::ensure_indexes(mongo.db(), &config)
+        .await
+        .unwrap();
+    let producer = kafka::producer(&test_support::kafka()).unwrap();
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        messaging::outbox::Relay::new(mongo.db(), producer, config, "lone-test").run(stop.clone()),
+    );
+
+    // The first entry may go out with the start-up sweep; once it has, the relay is watching.
+    fill_outbox(&mongo, &registry, &topic, 1, 0, 1).await;
+    poll_until(
+        Duration::from_secs(30),
+        "the first entry published",
+        || async { (published(&mongo).await == 1).then_some(()) },
+    )
+    .await;
+    fill_outbox(&mongo, &registry, &topic, 1, 1, 1).await;
+    poll_until(
+        Duration::from_secs(20),
+        "the second entry published by the change stream",
+        || async { (published(&mongo).await == 2).then_some(()) },
+    )
+    .await;
+
+    stop.cancel();
+    relay.await.unwrap();
+    mongo.db().drop().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_relay_killed_mid_stream_publishes_everything_in_order_after_a_restart() {
     let mongo = database("relay").await;
@@ -342,7 +357,7 @@ async fn a_message_delivered_five_times_has_one_effect() {
     let sentinel = activity("u1", "sentinel", None);
     produce_activity(&registry, &topic, &sentinel).await;
 
-    let (stop, task) = start_consumer(&mongo, &topic, &unique("dupes"));
+    let (stop, task) = effects::start_consumer(&mongo, &topic, &unique("dupes"));
     wait_for_effect(&mongo, &sentinel.envelope.message_id.to_string()).await;
     stop.cancel();
     task.await.unwrap();
@@ -419,7 +434,7 @@ async fn poison_messages_are_dead_lettered_with_their_story_and_the_rest_is_proc
     produce_activity(&registry, &topic, &after).await;
 
     let group = unique("poison");
-    let (stop, task) = start_consumer(&mongo, &topic, &group);
+    let (stop, task) = effects::start_consumer(&mongo, &topic, &group);
     wait_for_effect(&mongo, &after.envelope.message_id.to_string()).await;
     stop.cancel();
     task.await.unwrap();
@@ -500,7 +515,7 @@ async fn a_replay_after_the_cause_is_fixed_is_processed_once() {
     let sentinel = activity("u1", "sentinel-1", None);
     produce_activity(&registry, &topic, &sentinel).await;
 
-    let (stop, task) = start_consumer(&mongo, &topic, &unique("replay"));
+    let (stop, task) = effects::start_consumer(&mongo, &topic, &unique("replay"));
     wait_for_effect(&mongo, &sentinel.envelope.message_id.to_string()).await;
     let blocked_id = blocked.envelope.message_id.to_string();
     assert_eq!(

@@ -9,6 +9,7 @@
 //!                 tear down
 //! ./dev env       export lines pointing tests and tools at the `up` instance
 //! ./dev logs X    follow the log of component X
+//! ./dev topic T   print topic T's messages decoded to JSON through the registry
 //! ```
 
 mod install;
@@ -61,6 +62,29 @@ enum Cmd {
     Env,
     /// Follow a component's log (mongod, kafka, schema-registry, or a service name).
     Logs { component: String },
+    /// Print a topic's messages as JSON lines: partition, offset, key, headers and the value
+    /// decoded through the schema registry. Reads the `up` instance unless told otherwise.
+    Topic {
+        topic: String,
+        /// Only this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Only the last N messages of each partition.
+        #[arg(long)]
+        last: Option<i64>,
+        /// Stop after N messages.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Keep printing new messages as they arrive.
+        #[arg(long, short)]
+        follow: bool,
+        /// Kafka bootstrap servers, instead of the `up` instance's.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Schema registry URL (Confluent API), instead of the `up` instance's.
+        #[arg(long)]
+        registry: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -107,6 +131,23 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
                 println!("export {key}='{value}'");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Topic {
+            topic,
+            partition,
+            last,
+            limit,
+            follow,
+            brokers,
+            registry,
+        } => {
+            let options = messaging::inspect::InspectOptions {
+                partition,
+                last,
+                limit,
+                follow,
+            };
+            show_topic(dev()?, &topic, &options, brokers, registry).await
         }
         Cmd::Logs { component } => {
             let instance = dev()?;
@@ -335,4 +376,31 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
     } else {
         Err(e)
     }
+}
+
+/// `./dev topic`: one JSON line per message on stdout, a count on stderr.
+async fn show_topic(
+    instance: Instance,
+    topic: &str,
+    options: &messaging::inspect::InspectOptions,
+    brokers: Option<String>,
+    registry: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut kafka = instance.kafka_config();
+    if let Some(brokers) = brokers {
+        kafka.brokers = brokers;
+    }
+    let registry = messaging::SchemaRegistry::new(&service_config::RegistryConfig {
+        url: registry.unwrap_or_else(|| instance.registry_url()),
+    })?;
+    let shown = messaging::inspect::inspect(&kafka, &registry, topic, options, |message| {
+        use std::io::Write;
+        // A closed pipe (`./dev topic t | head`) ends the listing, quietly.
+        if writeln!(std::io::stdout(), "{message}").is_err() {
+            std::process::exit(0);
+        }
+    })
+    .await?;
+    eprintln!("{shown} message(s) from {topic}");
+    Ok(ExitCode::SUCCESS)
 }

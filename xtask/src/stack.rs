@@ -179,7 +179,7 @@ impl Instance {
         format!("http://127.0.0.1:{}", self.ports.services[name])
     }
 
-    fn kafka_config(&self) -> KafkaConfig {
+    pub fn kafka_config(&self) -> KafkaConfig {
         KafkaConfig {
             brokers: self.kafka_brokers(),
             client_id: "dev-tool".into(),

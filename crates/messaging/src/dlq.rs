@@ -374,10 +374,12 @@ impl DeadLetters {
     async fn view(&self, letter: &DeadLetter) -> DeadLetterView {
         let rfc3339 = |t: DateTime| t.try_to_rfc3339_string().unwrap_or_default();
         let value = match &letter.value {
-            Some(bytes) => match self.registry.decode_value(&bytes.bytes).await {
-                Ok((_, value)) => serde_json::Value::try_from(value).ok(),
-                Err(_) => None,
-            },
+            Some(bytes) => self
+                .registry
+                .decode_json(&bytes.bytes)
+                .await
+                .ok()
+                .map(|(_, v)| v),
             None => None,
         };
         DeadLetterView {

@@ -25,7 +25,7 @@
 
 use crate::registry::{RegistryError, SchemaRegistry};
 use contracts::Contract;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use mongo_kit::mongodb::bson::{Binary, DateTime, Document, doc, spec::BinarySubtype};
 use mongo_kit::mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
 use mongo_kit::mongodb::options::{IndexOptions, UpdateOptions};
@@ -132,6 +132,8 @@ pub struct RelayConfig {
     pub poll_interval_ms: u64,
     /// How long the lease lasts without renewal.
     pub lease_ms: u64,
+    /// How long one change-stream read waits on the server for new entries.
+    pub stream_await_ms: u64,
     /// How long published entries stay before their TTL removes them.
     pub retention_hours: u64,
 }
@@ -142,6 +144,7 @@ impl Default for RelayConfig {
             batch_size: 500,
             poll_interval_ms: 1_000,
             lease_ms: 10_000,
+            stream_await_ms: 500,
             retention_hours: 7 * 24,
         }
     }
@@ -313,11 +316,15 @@ impl Relay {
                     let Some(event) = event else {
                         return Err(RelayError::Kafka("change stream ended".into()));
                     };
+                    // Take what the stream has already buffered, without another round trip:
+                    // waiting for a fuller batch (`next_if_any`) would hold this one back for
+                    // as long as new entries keep arriving, or up to the await time when none
+                    // do. Dropping a pending `next()` keeps its getMore in the cursor.
                     let mut batch = vec![event?];
                     while batch.len() < self.config.batch_size {
-                        match stream.next_if_any().await? {
-                            Some(event) => batch.push(event),
-                            None => break,
+                        match stream.next().now_or_never() {
+                            Some(Some(event)) => batch.push(event?),
+                            Some(None) | None => break,
                         }
                     }
                     let ids: Vec<String> = batch
@@ -325,8 +332,10 @@ impl Relay {
                         .filter_map(|e| e.full_document.as_ref().map(|d| d.id.clone()))
                         .collect();
                     self.publish_ids(&ids).await?;
-                    if let Some(token) = stream.resume_token() {
-                        self.store_token(token).await?;
+                    // The last event's own id, not `stream.resume_token()`: the stream may
+                    // have a getMore in flight, and asking it for its token then fails.
+                    if let Some(last) = batch.last() {
+                        self.store_token(last.id.clone()).await?;
                     }
                 }
             }
@@ -344,7 +353,7 @@ impl Relay {
             .entries
             .watch()
             .pipeline([doc! { "$match": { "operationType": "insert" } }])
-            .max_await_time(Duration::from_millis(500));
+            .max_await_time(Duration::from_millis(self.config.stream_await_ms));
         if let Some(token) = token {
             watch = watch.resume_after(token);
         }
@@ -471,6 +480,7 @@ impl Relay {
                 }
             }
         }
+        let acked_at = Instant::now();
         let done = &entries[..acknowledged];
         if !done.is_empty() {
             let ids: Vec<&str> = done.iter().map(|e| e.id.as_str()).collect();
@@ -489,7 +499,7 @@ impl Relay {
             metrics::counter!("outbox_published_total", "service" => self.service)
                 .increment(done.len() as u64);
         }
-        tracing::debug!(count = done.len(), took = ?started.elapsed(), "outbox batch published");
+        tracing::debug!(count = done.len(), took = ?started.elapsed(), acked = ?acked_at.duration_since(started), "outbox batch published");
         match failure {
             Some(e) => Err(RelayError::Kafka(e)),
             None => Ok(()),

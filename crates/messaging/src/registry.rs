@@ -187,6 +187,19 @@ impl SchemaRegistry {
         Ok((decoded.name.map(|n| n.fullname(None)), decoded.value))
     }
 
+    /// Decodes Confluent-framed bytes into JSON (for people: dead-letter views, `./dev topic`)
+    /// and the record's full name.
+    pub async fn decode_json(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Option<String>, serde_json::Value), RegistryError> {
+        let (name, value) = self.decode_value(bytes).await?;
+        let record = name.clone().unwrap_or_else(|| "a value".into());
+        let json = serde_json::Value::try_from(value)
+            .map_err(|source| RegistryError::Shape { record, source })?;
+        Ok((name, json))
+    }
+
     /// Decodes Confluent-framed bytes into `T`, refusing a record of another type.
     pub async fn decode<T: Contract>(&self, bytes: &[u8]) -> Result<T, RegistryError> {
         let (name, value) = self.decode_value(bytes).await?;

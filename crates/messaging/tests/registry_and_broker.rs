@@ -125,3 +125,96 @@ fn with_field(field: &str) -> String {
         .push(serde_json::from_str(field).unwrap());
     schema.to_string()
 }
+
+/// `./dev topic`'s reader: every message of every partition, decoded through the registry to
+/// JSON, with key, headers and position; bytes that are not Avro shown raw with the reason.
+#[tokio::test]
+async fn the_topic_reader_shows_each_message_decoded_with_its_position_key_and_headers() {
+    use messaging::inspect::{InspectOptions, inspect};
+    use rdkafka::message::{Header, OwnedHeaders};
+
+    let kafka_config = test_support::kafka();
+    let registry = SchemaRegistry::new(&test_support::registry()).unwrap();
+    let topic = unique("inspect");
+    kafka::ensure_topics(&kafka_config, &[TopicSpec::new(&topic, 2)])
+        .await
+        .unwrap();
+    let producer = kafka::producer(&kafka_config).unwrap();
+    let events = [sample_event(), sample_event()];
+    for (partition, event) in events.iter().enumerate() {
+        let payload = registry.encode(&topic, event).await.unwrap();
+        let id = event.envelope.message_id.to_string();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "message-id",
+            value: Some(id.as_bytes()),
+        });
+        let record = FutureRecord::to(&topic)
+            .partition(partition as i32)
+            .key(event.user_id.as_bytes())
+            .payload(&payload)
+            .headers(headers);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .partition(1)
+                .key("not-avro")
+                .payload("{\"plain\": \"json\"}"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+
+    let mut shown = Vec::new();
+    let count = inspect(
+        &kafka_config,
+        &registry,
+        &topic,
+        &InspectOptions::default(),
+        |m| shown.push(m),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count, 3);
+    shown.sort_by_key(|m| (m["partition"].as_i64(), m["offset"].as_i64()));
+    for (shown, event) in shown.iter().zip(&events) {
+        assert_eq!(shown["topic"], topic.as_str());
+        assert_eq!(shown["offset"], 0);
+        assert_eq!(shown["key"], event.user_id.as_str());
+        assert_eq!(
+            shown["headers"]["message-id"],
+            event.envelope.message_id.to_string()
+        );
+        assert_eq!(shown["record"], USER_ACTIVITY_EVENT.full_name);
+        assert_eq!(shown["value"]["userId"], event.user_id.as_str());
+        assert_eq!(shown["value"]["activityType"], "QUEST_COMPLETED");
+        assert_eq!(shown["value"]["questId"], "dragon-slayer");
+        assert!(shown["schemaId"].as_u64().is_some());
+    }
+    let raw = &shown[2];
+    assert_eq!(
+        (raw["partition"].as_i64(), raw["offset"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert!(raw["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(raw["payloadBase64"], "eyJwbGFpbiI6ICJqc29uIn0=");
+
+    // The last message of partition 1 only.
+    let mut tail = Vec::new();
+    let options = InspectOptions {
+        partition: Some(1),
+        last: Some(1),
+        ..Default::default()
+    };
+    inspect(&kafka_config, &registry, &topic, &options, |m| tail.push(m))
+        .await
+        .unwrap();
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0]["key"], "not-avro");
+}

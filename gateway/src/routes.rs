@@ -33,6 +33,9 @@ pub struct Route {
 }
 
 const ADMIN: Access = Access::Roles(&[Role::Admin]);
+const OPERATOR: Access = Access::Roles(&[Role::Operator]);
+/// Staff who read every player's claims and grants.
+const STAFF_READERS: Access = Access::Roles(&[Role::Operator, Role::Auditor]);
 
 const fn route(method: Method, path: &'static str, upstream: Upstream, access: Access) -> Route {
     Route {
@@ -73,16 +76,32 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/users/{id}/ban", Auth, ADMIN),
     route(Method::POST, "/users/{id}/unban", Auth, ADMIN),
     route(Method::DELETE, "/users/{id}", Auth, ADMIN),
-    route(Method::POST, "/events", Event, Roles(&[Role::Operator])),
+    route(Method::POST, "/events", Event, OPERATOR),
     route(Method::GET, "/events", Event, SignedIn),
     route(Method::GET, "/events/{id}", Event, SignedIn),
+    route(Method::PATCH, "/events/{id}", Event, OPERATOR),
+    route(Method::POST, "/events/{id}/status", Event, OPERATOR),
+    route(Method::POST, "/events/{id}/rewards", Event, OPERATOR),
+    route(Method::GET, "/events/{id}/rewards", Event, SignedIn),
+    route(Method::PATCH, "/rewards/{id}", Event, OPERATOR),
+    route(Method::GET, "/events/{id}/progress/me", Event, SignedIn),
+    route(
+        Method::POST,
+        "/events/{id}/rewards/{rewardId}/claims",
+        Event,
+        Roles(&[Role::User]),
+    ),
+    route(Method::GET, "/claims", Event, STAFF_READERS),
+    route(Method::GET, "/claims/me", Event, SignedIn),
+    // Owner or staff; the event service checks which.
+    route(Method::GET, "/claims/{id}", Event, SignedIn),
+    route(Method::GET, "/inventory/me", RewardFulfillment, SignedIn),
     route(
         Method::GET,
-        "/claims",
-        Event,
-        Roles(&[Role::Operator, Role::Auditor]),
+        "/inventory/{userId}",
+        RewardFulfillment,
+        STAFF_READERS,
     ),
-    route(Method::GET, "/claims/me", Event, SignedIn),
     route(Method::GET, "/dead-letters/event", Event, ADMIN),
     route(Method::GET, "/dead-letters/event/{id}", Event, ADMIN),
     route(
@@ -96,6 +115,36 @@ pub const ROUTES: &[Route] = &[
         Method::POST,
         "/dead-letters/event/{id}/discard",
         Event,
+        ADMIN,
+    ),
+    route(
+        Method::GET,
+        "/dead-letters/reward-fulfillment",
+        RewardFulfillment,
+        ADMIN,
+    ),
+    route(
+        Method::GET,
+        "/dead-letters/reward-fulfillment/{id}",
+        RewardFulfillment,
+        ADMIN,
+    ),
+    route(
+        Method::POST,
+        "/dead-letters/reward-fulfillment/{id}/replay",
+        RewardFulfillment,
+        ADMIN,
+    ),
+    route(
+        Method::POST,
+        "/dead-letters/reward-fulfillment/replay",
+        RewardFulfillment,
+        ADMIN,
+    ),
+    route(
+        Method::POST,
+        "/dead-letters/reward-fulfillment/{id}/discard",
+        RewardFulfillment,
         ADMIN,
     ),
 ];

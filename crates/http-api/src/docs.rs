@@ -6,6 +6,7 @@
 use crate::auth::*;
 use crate::dlq::*;
 use crate::events::*;
+use crate::inventory::*;
 use crate::{Page, PageQuery, Problem};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -26,17 +27,23 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         register, login, refresh, logout, jwks,
         get_me, update_me, delete_me,
         list_users, get_user, set_roles, ban, unban, delete_user,
-        create_event, list_events, get_event,
-        list_claims, list_my_claims,
+        create_event, list_events, get_event, update_event, set_event_status,
+        create_reward, list_rewards, update_reward, my_progress,
+        create_claim, list_claims, list_my_claims, get_claim,
+        my_inventory, user_inventory,
         list_dead_letters, get_dead_letter, replay_dead_letter, replay_dead_letters, discard_dead_letter,
+        fulfillment_dead_letters, fulfillment_dead_letter, fulfillment_replay_dead_letter,
+        fulfillment_replay_dead_letters, fulfillment_discard_dead_letter,
     ),
-    components(schemas(Problem, Page<User>, Page<Event>, Page<Claim>)),
+    components(schemas(Problem, Page<User>, Page<Event>, Page<Claim>, Page<Reward>)),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "users", description = "User administration"),
         (name = "events", description = "Events and their conditions"),
+        (name = "rewards", description = "Rewards of events, their stock and limits"),
         (name = "claims", description = "Reward claims and their history"),
+        (name = "inventory", description = "What players have been granted"),
         (name = "dead-letters", description = "Messages a consumer gave up on: inspect, replay, discard"),
     )
 )]
@@ -180,6 +187,97 @@ fn list_events() {}
     responses((status = 200, body = Event), (status = 404, description = "`event_not_found`", body = Problem, content_type = "application/problem+json")))]
 fn get_event() {}
 
+#[utoipa::path(patch, path = "/events/{id}", tag = "events", security(("bearer" = [])),
+    description = "OPERATOR. Absent fields stay; the condition of an ACTIVE event cannot change.",
+    params(("id" = String, Path)),
+    request_body = UpdateEventRequest,
+    responses(
+        (status = 200, body = Event),
+        (status = 404, description = "`event_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`event_active` (condition change), `event_ended`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn update_event() {}
+
+#[utoipa::path(post, path = "/events/{id}/status", tag = "events", security(("bearer" = [])),
+    description = "OPERATOR. DRAFT -> ACTIVE | ENDED; ACTIVE <-> INACTIVE; ACTIVE | INACTIVE -> ENDED. ENDED is final.",
+    params(("id" = String, Path)),
+    request_body = SetStatusRequest,
+    responses(
+        (status = 200, body = Event),
+        (status = 409, description = "`invalid_transition`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn set_event_status() {}
+
+#[utoipa::path(post, path = "/events/{id}/rewards", tag = "rewards", security(("bearer" = [])),
+    description = "OPERATOR. POINT needs `amount`; ITEM `itemCode` and `quantity`; COUPON `couponTemplate`.",
+    params(("id" = String, Path)),
+    request_body = CreateRewardRequest,
+    responses(
+        (status = 201, body = Reward),
+        (status = 404, description = "`event_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn create_reward() {}
+
+#[utoipa::path(get, path = "/events/{id}/rewards", tag = "rewards", security(("bearer" = [])),
+    description = "Any signed-in user.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Vec<Reward>), (status = 404, description = "`event_not_found`", body = Problem, content_type = "application/problem+json")))]
+fn list_rewards() {}
+
+#[utoipa::path(patch, path = "/rewards/{id}", tag = "rewards", security(("bearer" = [])),
+    description = "OPERATOR. Stock may grow, or shrink down to what is already reserved.",
+    params(("id" = String, Path)),
+    request_body = UpdateRewardRequest,
+    responses(
+        (status = 200, body = Reward),
+        (status = 404, description = "`reward_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`stock_below_reserved`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn update_reward() {}
+
+#[utoipa::path(get, path = "/events/{id}/progress/me", tag = "events", security(("bearer" = [])),
+    description = "Any signed-in user: each leaf of the event's condition with their current value.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Progress), (status = 404, description = "`event_not_found`", body = Problem, content_type = "application/problem+json")))]
+fn my_progress() {}
+
+#[utoipa::path(post, path = "/events/{id}/rewards/{rewardId}/claims", tag = "claims", security(("bearer" = [])),
+    description = "USER. Requires an `Idempotency-Key` header: the same key and body answer 200 with the \
+                   original claim. Reserves one unit of stock and commands the grant; the claim is \
+                   PENDING until fulfillment answers.",
+    params(("id" = String, Path), ("rewardId" = String, Path),
+           ("Idempotency-Key" = String, Header, description = "1 to 128 visible ASCII characters, unique per intended claim")),
+    request_body(content = Option<ClaimRequest>, description = "Optional"),
+    responses(
+        (status = 202, description = "Accepted: PENDING", body = Claim),
+        (status = 200, description = "The same key and body again: the original claim", body = Claim),
+        (status = 400, description = "`idempotency_key_missing`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`user_not_allowed` (banned or deleted)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`event_not_found`, `reward_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency_key_reused`, `out_of_stock`, `claim_limit_reached`, `event_not_active`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`condition_not_met`, with `progress`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn create_claim() {}
+
+#[utoipa::path(get, path = "/claims/{id}", tag = "claims", security(("bearer" = [])),
+    description = "The claim's owner, OPERATOR or AUDITOR: the claim with its saga timeline.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Claim), (status = 404, description = "`claim_not_found` (also for other users' claims)", body = Problem, content_type = "application/problem+json")))]
+fn get_claim() {}
+
+#[utoipa::path(get, path = "/inventory/me", tag = "inventory", security(("bearer" = [])),
+    description = "Any signed-in user: points, items and coupons granted to them.",
+    responses((status = 200, body = Inventory)))]
+fn my_inventory() {}
+
+#[utoipa::path(get, path = "/inventory/{userId}", tag = "inventory", security(("bearer" = [])),
+    description = "OPERATOR, AUDITOR: any player's inventory (empty for players never granted anything).",
+    params(("userId" = String, Path)),
+    responses((status = 200, body = Inventory), (status = 403, body = Problem, content_type = "application/problem+json")))]
+fn user_inventory() {}
+
 #[utoipa::path(get, path = "/claims", tag = "claims", security(("bearer" = [])),
     description = "OPERATOR, AUDITOR: every claim.",
     params(ClaimFilter, PageQuery),
@@ -222,3 +320,33 @@ fn replay_dead_letters() {}
     request_body = DiscardRequest,
     responses((status = 200, body = DeadLetterView)))]
 fn discard_dead_letter() {}
+
+#[utoipa::path(get, path = "/dead-letters/reward-fulfillment", tag = "dead-letters", security(("bearer" = [])),
+    description = "ADMIN. Messages reward-fulfillment's consumers dead-lettered, newest first.",
+    params(DeadLetterFilter, PageQuery),
+    responses((status = 200, body = Page<DeadLetterView>)))]
+fn fulfillment_dead_letters() {}
+
+#[utoipa::path(get, path = "/dead-letters/reward-fulfillment/{id}", tag = "dead-letters", security(("bearer" = [])),
+    description = "ADMIN.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = DeadLetterView)))]
+fn fulfillment_dead_letter() {}
+
+#[utoipa::path(post, path = "/dead-letters/reward-fulfillment/{id}/replay", tag = "dead-letters", security(("bearer" = [])),
+    description = "ADMIN. Back to its original topic with its key and message id.",
+    params(("id" = String, Path)),
+    responses((status = 200, body = DeadLetterView)))]
+fn fulfillment_replay_dead_letter() {}
+
+#[utoipa::path(post, path = "/dead-letters/reward-fulfillment/replay", tag = "dead-letters", security(("bearer" = [])),
+    description = "ADMIN. Every pending dead letter (optionally of one topic).",
+    responses((status = 200, body = ReplayAllResponse)))]
+fn fulfillment_replay_dead_letters() {}
+
+#[utoipa::path(post, path = "/dead-letters/reward-fulfillment/{id}/discard", tag = "dead-letters", security(("bearer" = [])),
+    description = "ADMIN. Marks it discarded, with a reason.",
+    params(("id" = String, Path)),
+    request_body = DiscardRequest,
+    responses((status = 200, body = DeadLetterView)))]
+fn fulfillment_discard_dead_letter() {}

@@ -106,6 +106,158 @@ pub struct EventFilter {
     pub active_at: Option<String>,
 }
 
+/// Changes to an event; absent fields stay as they are. The condition of an ACTIVE event
+/// cannot change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateEventRequest {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub starts_at: Option<String>,
+    pub ends_at: Option<String>,
+    pub condition: Option<Condition>,
+}
+
+/// `DRAFT -> ACTIVE | ENDED`, `ACTIVE <-> INACTIVE`, `ACTIVE | INACTIVE -> ENDED`; ENDED is final.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetStatusRequest {
+    pub status: EventStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RewardType {
+    /// `amount` points.
+    Point,
+    /// `quantity` of `itemCode`.
+    Item,
+    /// One coupon from `couponTemplate`, with a unique code.
+    Coupon,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateRewardRequest {
+    #[serde(rename = "type")]
+    pub kind: RewardType,
+    /// POINT: points per grant (1 to 1,000,000).
+    pub amount: Option<i64>,
+    /// ITEM: the item granted.
+    pub item_code: Option<String>,
+    /// ITEM: how many per grant (1 to 10,000).
+    pub quantity: Option<i32>,
+    /// COUPON: the template coupon codes are issued from.
+    pub coupon_template: Option<String>,
+    /// Units that can be claimed in all; absent or null is unlimited.
+    pub total_stock: Option<i64>,
+    /// Claims one user may hold for this reward (default 1).
+    pub per_user_limit: Option<i32>,
+}
+
+/// Changes to a reward. `totalStock` may grow, or shrink down to what is already reserved;
+/// `null` makes it unlimited.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateRewardRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub total_stock: Option<Option<i64>>,
+    pub per_user_limit: Option<i32>,
+}
+
+/// `Some(None)` for an explicit `null`, `None` (via `default`) when the field is absent.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reward {
+    pub id: String,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: RewardType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon_template: Option<String>,
+    /// Null when unlimited.
+    pub total_stock: Option<i64>,
+    /// Units held by PENDING and SUCCEEDED claims.
+    pub reserved: i64,
+    /// `totalStock - reserved`; null when unlimited.
+    pub remaining: Option<i64>,
+    pub per_user_limit: i32,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One leaf of an event's condition, for one user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeafProgress {
+    pub metric: Metric,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<LeafFilter>,
+    pub current: i64,
+    pub target: u32,
+    pub met: bool,
+}
+
+/// A user's progress towards an event's condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub event_id: String,
+    pub user_id: String,
+    /// Whether the whole condition tree is met.
+    pub met: bool,
+    /// The leaves in the order they appear in the condition.
+    pub leaves: Vec<LeafProgress>,
+}
+
+/// A claim request's body: optional, part of what an `Idempotency-Key` stands for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// Free text kept with the claim (at most 200 characters).
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClaimStep {
+    Requested,
+    StockReserved,
+    /// The grant command reached Kafka (one per attempt).
+    CommandPublished,
+    /// No result in time: the same command sent again.
+    Recommanded,
+    ResultReceived,
+    Completed,
+    /// The grant failed or never answered: stock released, claim FAILED.
+    Compensated,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimEvent {
+    pub step: ClaimStep,
+    /// RFC 3339.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ClaimStatus {
@@ -126,8 +278,16 @@ pub struct Claim {
     pub status: ClaimStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// COUPON rewards: the code issued, once SUCCEEDED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon_code: Option<String>,
+    /// Grant commands sent so far (re-sent when no result arrives in time).
+    pub attempts: i32,
     pub created_at: String,
     pub updated_at: String,
+    /// The saga's steps with their times; only in `GET /claims/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<ClaimEvent>>,
 }
 
 /// Filters of the staff claim list.

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod dlq;
 mod docs;
 pub mod events;
+pub mod inventory;
 
 pub use docs::openapi;
 

@@ -3,19 +3,25 @@
 //! per-user progress and runs the claim saga (reserve stock, command the grant, finish or
 //! compensate).
 
+mod claims;
 mod condition;
 mod error;
+mod progress;
 mod routes;
 mod store;
 mod users;
 
+pub use claims::SagaConfig;
 pub use error::EventError;
 
 use auth_claims::IdentityKey;
 use axum::extract::FromRef;
-use messaging::consumer::{ConsumerConfig, ConsumerRunner};
+use claims::{GrantResults, Saga};
+use messaging::consumer::{ConsumerConfig, ConsumerRunner, Handler};
 use messaging::dlq::DeadLetters;
+use messaging::outbox::{Outbox, Relay, RelayConfig};
 use messaging::topics;
+use progress::ProgressFolder;
 use serde::{Deserialize, Serialize};
 use service_config::catalog::EVENT as SPEC;
 use service_config::{HttpConfig, InternalConfig, LogConfig};
@@ -33,6 +39,12 @@ pub struct Config {
     pub internal: InternalConfig,
     /// The consumer of auth.user-events.
     pub user_events: ConsumerConfig,
+    /// The consumer of game.user-activity (progress).
+    pub activity: ConsumerConfig,
+    /// The consumer of reward.grant-results (the saga's second half).
+    pub grant_results: ConsumerConfig,
+    pub saga: SagaConfig,
+    pub relay: RelayConfig,
     pub log: LogConfig,
 }
 
@@ -43,6 +55,10 @@ impl Default for Config {
             deps: DepsConfig::for_service(&SPEC),
             internal: InternalConfig::default(),
             user_events: ConsumerConfig::default(),
+            activity: ConsumerConfig::default(),
+            grant_results: ConsumerConfig::default(),
+            saga: SagaConfig::default(),
+            relay: RelayConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -61,6 +77,8 @@ pub enum StartupError {
 #[derive(Clone)]
 pub(crate) struct AppState {
     store: Store,
+    saga: Saga,
+    progress: ProgressFolder,
     identity: IdentityKey,
 }
 
@@ -76,15 +94,21 @@ pub struct Application;
 impl Application {
     pub async fn build(config: Config) -> Result<App, StartupError> {
         let deps = Deps::connect(&config.deps, SPEC.name).await?;
+        let db = deps.mongo.db().clone();
+        let outbox = Outbox::new(&db, deps.registry.clone(), SPEC.name);
+        let saga = Saga::new(
+            deps.mongo.client().clone(),
+            &db,
+            outbox,
+            config.saga.clone(),
+        );
         let state = AppState {
-            store: Store::new(deps.mongo.db()),
+            store: Store::new(&db),
+            saga: saga.clone(),
+            progress: ProgressFolder::new(&db),
             identity: IdentityKey::from_config(&config.internal)?,
         };
-        let dead_letters = DeadLetters::new(
-            deps.mongo.db(),
-            deps.producer.clone(),
-            deps.registry.clone(),
-        );
+        let dead_letters = DeadLetters::new(&db, deps.producer.clone(), deps.registry.clone());
         let routes = routes::routes(state.clone()).merge(messaging::dlq::routes(
             SPEC.name,
             dead_letters.clone(),
@@ -95,37 +119,106 @@ impl Application {
         let mut app = App::new(SPEC.name, server, routes, deps.readiness()).gated_by(gate.clone());
         let stop = app.shutdown_handle().token();
 
-        let user_states = ConsumerRunner::new(
+        let consumers = Consumers {
+            deps: &deps,
+            kafka: &config.deps.kafka,
+            dead_letters: &dead_letters,
+        };
+        consumers.spawn(
+            &mut app,
             users::CONSUMER_GROUP,
-            &[topics::USER_EVENTS],
-            config.deps.kafka.clone(),
-            config.user_events.clone(),
-            users::UserStates::new(deps.mongo.db()),
-            deps.registry.clone(),
-            deps.mongo.clone(),
-            dead_letters.clone(),
+            topics::USER_EVENTS,
+            &config.user_events,
+            users::UserStates::new(&db),
         );
-        let consumer_stop = stop.clone();
-        app.spawn_background(async move {
-            if let Err(e) = user_states.run(consumer_stop).await {
-                tracing::error!(error = %e, "the user-states consumer stopped");
-            }
-        });
+        consumers.spawn(
+            &mut app,
+            progress::CONSUMER_GROUP,
+            topics::USER_ACTIVITY,
+            &config.activity,
+            ProgressFolder::new(&db),
+        );
+        consumers.spawn(
+            &mut app,
+            claims::RESULTS_GROUP,
+            topics::GRANT_RESULTS,
+            &config.grant_results,
+            GrantResults::new(saga.clone()),
+        );
+        let relay = Relay::new(&db, deps.producer.clone(), config.relay.clone(), SPEC.name);
+        app.spawn_background(relay.run(stop.clone()));
+        app.spawn_background(saga.clone().run_timeouts(stop.clone()));
 
-        let (db, consumer_config) = (deps.mongo.db().clone(), config.user_events);
+        let (consumer_config, relay_config, registry) =
+            (config.user_events, config.relay, deps.registry.clone());
         gate.run(stop, move || {
-            let (store, letters) = (state.store.clone(), dead_letters.clone());
-            let (db, consumer_config) = (db.clone(), consumer_config.clone());
+            let (store, letters, saga) = (state.store.clone(), dead_letters.clone(), saga.clone());
+            let (db, consumer_config, relay_config, registry) = (
+                db.clone(),
+                consumer_config.clone(),
+                relay_config.clone(),
+                registry.clone(),
+            );
             Box::pin(async move {
+                let internal = |e: String| EventError::Internal(e);
                 store.ensure_indexes().await?;
+                saga.ensure_indexes().await?;
                 letters
                     .ensure_indexes()
                     .await
-                    .map_err(|e| EventError::Internal(e.to_string()))?;
+                    .map_err(|e| internal(e.to_string()))?;
+                // One inbox serves every consumer group of this database.
                 ConsumerRunner::<users::UserStates>::ensure_indexes(&db, &consumer_config).await?;
+                Relay::ensure_indexes(&db, &relay_config)
+                    .await
+                    .map_err(|e| internal(e.to_string()))?;
+                // What the saga publishes, registered before anything is written to the
+                // outbox: an incompatible schema stops the service here.
+                let schema = contracts::GRANT_REWARD_COMMAND;
+                registry
+                    .register(schema.topic, &schema)
+                    .await
+                    .map_err(|e| internal(e.to_string()))?;
                 Ok::<_, EventError>(())
             })
         });
         Ok(app)
+    }
+}
+
+/// What every consumer group of the service shares.
+struct Consumers<'a> {
+    deps: &'a Deps,
+    kafka: &'a service_config::KafkaConfig,
+    dead_letters: &'a DeadLetters,
+}
+
+impl Consumers<'_> {
+    /// Runs one consumer group in the background until the app stops; a consumer that dies
+    /// is logged (and readiness reports the dependency it lost).
+    fn spawn<H: Handler>(
+        &self,
+        app: &mut App,
+        group: &'static str,
+        topic: &str,
+        config: &ConsumerConfig,
+        handler: H,
+    ) {
+        let runner = ConsumerRunner::new(
+            group,
+            &[topic],
+            self.kafka.clone(),
+            config.clone(),
+            handler,
+            self.deps.registry.clone(),
+            self.deps.mongo.clone(),
+            self.dead_letters.clone(),
+        );
+        let stop = app.shutdown_handle().token();
+        app.spawn_background(async move {
+            if let Err(e) = runner.run(stop).await {
+                tracing::error!(group, error = %e, "consumer stopped");
+            }
+        });
     }
 }

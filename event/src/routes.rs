@@ -1,15 +1,18 @@
 //! The event service's HTTP routes (public paths; the gateway forwards them unchanged).
 
 use crate::AppState;
+use crate::claims::{ClaimInput, Claimed};
 use crate::condition;
 use crate::error::EventError;
-use crate::store::{ClaimDoc, EventDoc, parse_time};
+use crate::progress;
+use crate::store::{ClaimDoc, EventChanges, EventDoc, Grant, RewardDoc, parse_time};
 use auth_claims::{Identity, Role};
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use http_api::events::*;
 use http_api::{Page, PageQuery};
 use mongo_kit::mongodb::bson::DateTime;
@@ -18,9 +21,18 @@ use service_kit::{FieldError, Json, Query};
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/events", post(create_event).get(list_events))
-        .route("/events/{id}", get(get_event))
+        .route("/events/{id}", get(get_event).patch(update_event))
+        .route("/events/{id}/status", post(set_status))
+        .route(
+            "/events/{id}/rewards",
+            post(create_reward).get(list_rewards),
+        )
+        .route("/rewards/{id}", patch(update_reward))
+        .route("/events/{id}/progress/me", get(my_progress))
+        .route("/events/{id}/rewards/{reward_id}/claims", post(claim))
         .route("/claims", get(list_claims))
         .route("/claims/me", get(list_my_claims))
+        .route("/claims/{id}", get(get_claim))
         .with_state(state)
 }
 
@@ -37,15 +49,8 @@ async fn create_event(
     identity.require(MANAGERS)?;
     let mut errors = Vec::new();
     let name = request.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        errors.push(FieldError::new("name", "must be 1 to 100 characters"));
-    }
-    if request.description.chars().count() > 2000 {
-        errors.push(FieldError::new(
-            "description",
-            "must be at most 2000 characters",
-        ));
-    }
+    check_name(&name, &mut errors);
+    check_description(&request.description, &mut errors);
     let starts = parse_time("startsAt", &request.starts_at)
         .map_err(|e| errors.push(e))
         .ok();
@@ -121,6 +126,301 @@ async fn list_my_claims(
     filter.user_id = Some(identity.sub);
     let page = state.store.list_claims(&filter, page).await?;
     Ok(Json(map_page(page, ClaimDoc::to_api)))
+}
+
+fn check_name(name: &str, errors: &mut Vec<FieldError>) {
+    if name.is_empty() || name.chars().count() > 100 {
+        errors.push(FieldError::new("name", "must be 1 to 100 characters"));
+    }
+}
+
+fn check_description(description: &str, errors: &mut Vec<FieldError>) {
+    if description.chars().count() > 2000 {
+        errors.push(FieldError::new(
+            "description",
+            "must be at most 2000 characters",
+        ));
+    }
+}
+
+async fn update_event(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+    Json(request): Json<UpdateEventRequest>,
+) -> Result<Json<Event>, EventError> {
+    identity.require(MANAGERS)?;
+    let mut errors = Vec::new();
+    let name = request.name.map(|n| n.trim().to_owned());
+    if let Some(name) = &name {
+        check_name(name, &mut errors);
+    }
+    if let Some(description) = &request.description {
+        check_description(description, &mut errors);
+    }
+    let mut time = |field: &str, value: Option<String>| {
+        value.and_then(|v| parse_time(field, &v).map_err(|e| errors.push(e)).ok())
+    };
+    let starts_at = time("startsAt", request.starts_at);
+    let ends_at = time("endsAt", request.ends_at);
+    if let Some(condition) = &request.condition {
+        errors.extend(condition::validate(condition));
+    }
+    if !errors.is_empty() {
+        return Err(EventError::Validation(errors));
+    }
+    let changes = EventChanges {
+        name,
+        description: request.description,
+        starts_at,
+        ends_at,
+        condition: request.condition,
+    };
+    let event = state.store.update_event(&id, changes).await?;
+    Ok(Json(event.to_api(DateTime::now())))
+}
+
+async fn set_status(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+    Json(request): Json<SetStatusRequest>,
+) -> Result<Json<Event>, EventError> {
+    identity.require(MANAGERS)?;
+    let event = state.store.set_status(&id, request.status).await?;
+    Ok(Json(event.to_api(DateTime::now())))
+}
+
+const MAX_AMOUNT: i64 = 1_000_000;
+const MAX_QUANTITY: i32 = 10_000;
+const MAX_PER_USER: i32 = 1_000;
+
+fn check_code(field: &str, value: &Option<String>, errors: &mut Vec<FieldError>) {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() && v.len() <= 64 => {}
+        _ => errors.push(FieldError::new(field, "must be 1 to 64 characters")),
+    }
+}
+
+fn check_stock(total: Option<i64>, errors: &mut Vec<FieldError>) {
+    if total.is_some_and(|t| t < 0) {
+        errors.push(FieldError::new(
+            "totalStock",
+            "must be 0 or more (or null for unlimited)",
+        ));
+    }
+}
+
+fn check_limit(limit: Option<i32>, errors: &mut Vec<FieldError>) {
+    if limit.is_some_and(|l| !(1..=MAX_PER_USER).contains(&l)) {
+        errors.push(FieldError::new(
+            "perUserLimit",
+            format!("must be 1 to {MAX_PER_USER}"),
+        ));
+    }
+}
+
+/// What a reward of `kind` grants, with every field it needs and none it does not.
+fn grant_of(request: &CreateRewardRequest, errors: &mut Vec<FieldError>) -> Grant {
+    let unexpected = |field: &str, present: bool, errors: &mut Vec<FieldError>| {
+        if present {
+            errors.push(FieldError::new(
+                field,
+                format!("does not apply to {:?} rewards", request.kind),
+            ));
+        }
+    };
+    match request.kind {
+        RewardType::Point => {
+            if !request
+                .amount
+                .is_some_and(|a| (1..=MAX_AMOUNT).contains(&a))
+            {
+                errors.push(FieldError::new(
+                    "amount",
+                    format!("must be 1 to {MAX_AMOUNT}"),
+                ));
+            }
+            unexpected("itemCode", request.item_code.is_some(), errors);
+            unexpected("quantity", request.quantity.is_some(), errors);
+            unexpected("couponTemplate", request.coupon_template.is_some(), errors);
+        }
+        RewardType::Item => {
+            check_code("itemCode", &request.item_code, errors);
+            if !request
+                .quantity
+                .is_some_and(|q| (1..=MAX_QUANTITY).contains(&q))
+            {
+                errors.push(FieldError::new(
+                    "quantity",
+                    format!("must be 1 to {MAX_QUANTITY}"),
+                ));
+            }
+            unexpected("amount", request.amount.is_some(), errors);
+            unexpected("couponTemplate", request.coupon_template.is_some(), errors);
+        }
+        RewardType::Coupon => {
+            check_code("couponTemplate", &request.coupon_template, errors);
+            unexpected("amount", request.amount.is_some(), errors);
+            unexpected("itemCode", request.item_code.is_some(), errors);
+            unexpected("quantity", request.quantity.is_some(), errors);
+        }
+    }
+    let trimmed = |v: &Option<String>| v.as_deref().map(|v| v.trim().to_owned());
+    Grant {
+        kind: request.kind,
+        amount: request.amount,
+        item_code: trimmed(&request.item_code),
+        quantity: request.quantity,
+        coupon_template: trimmed(&request.coupon_template),
+    }
+}
+
+async fn create_reward(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(event_id): Path<String>,
+    Json(request): Json<CreateRewardRequest>,
+) -> Result<impl IntoResponse, EventError> {
+    identity.require(MANAGERS)?;
+    let mut errors = Vec::new();
+    let grant = grant_of(&request, &mut errors);
+    check_stock(request.total_stock, &mut errors);
+    check_limit(request.per_user_limit, &mut errors);
+    if !errors.is_empty() {
+        return Err(EventError::Validation(errors));
+    }
+    let event = state.store.event(&event_id).await?;
+    let now = DateTime::now();
+    if event.effective_status(now) == EventStatus::Ended {
+        return Err(EventError::EventEnded);
+    }
+    let reward = RewardDoc {
+        id: uuid::Uuid::now_v7().to_string(),
+        event_id,
+        grant,
+        total_stock: request.total_stock,
+        reserved: 0,
+        per_user_limit: request.per_user_limit.unwrap_or(1),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_reward(&reward).await?;
+    Ok((StatusCode::CREATED, Json(reward.to_api())))
+}
+
+async fn list_rewards(
+    State(state): State<AppState>,
+    _identity: Identity,
+    Path(event_id): Path<String>,
+) -> Result<Json<Vec<Reward>>, EventError> {
+    state.store.event(&event_id).await?;
+    let rewards = state.store.rewards_of(&event_id).await?;
+    Ok(Json(rewards.iter().map(RewardDoc::to_api).collect()))
+}
+
+async fn update_reward(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+    Json(request): Json<UpdateRewardRequest>,
+) -> Result<Json<Reward>, EventError> {
+    identity.require(MANAGERS)?;
+    let mut errors = Vec::new();
+    check_stock(request.total_stock.flatten(), &mut errors);
+    check_limit(request.per_user_limit, &mut errors);
+    if !errors.is_empty() {
+        return Err(EventError::Validation(errors));
+    }
+    let reward = state
+        .store
+        .update_reward(&id, request.total_stock, request.per_user_limit)
+        .await?;
+    Ok(Json(reward.to_api()))
+}
+
+async fn my_progress(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(event_id): Path<String>,
+) -> Result<Json<Progress>, EventError> {
+    let event = state.store.event(&event_id).await?;
+    let progress = state.progress.get(&event_id, &identity.sub).await?;
+    Ok(Json(progress::evaluate(
+        &event,
+        &identity.sub,
+        progress.as_ref(),
+    )))
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+async fn claim(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path((event_id, reward_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, EventError> {
+    identity.require(&[Role::User])?;
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or(EventError::IdempotencyKeyMissing)?;
+    let request: ClaimRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ClaimRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            EventError::Validation(vec![FieldError::new(
+                "body",
+                format!("not a claim request: {e}"),
+            )])
+        })?
+    };
+    if request
+        .note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 200)
+    {
+        return Err(EventError::Validation(vec![FieldError::new(
+            "note",
+            "must be at most 200 characters",
+        )]));
+    }
+    let input = ClaimInput {
+        user_id: identity.sub,
+        event_id,
+        reward_id,
+        idempotency_key: key.to_owned(),
+        request,
+    };
+    Ok(match state.saga.claim(input).await? {
+        Claimed::New(claim) => (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, format!("/claims/{}", claim.id))],
+            Json(claim.to_api()),
+        ),
+        Claimed::Again(claim) => (
+            StatusCode::OK,
+            [(header::LOCATION, format!("/claims/{}", claim.id))],
+            Json(claim.to_api()),
+        ),
+    })
+}
+
+async fn get_claim(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<Claim>, EventError> {
+    let claim = state.store.claim(&id).await?;
+    // Someone else's claim reads as missing, not forbidden: ids are not to be probed.
+    if claim.user_id != identity.sub && !identity.may(CLAIM_READERS) {
+        return Err(EventError::ClaimNotFound);
+    }
+    let published = state.saga.published(&claim).await?;
+    Ok(Json(claim.to_api_with_timeline(&published)))
 }
 
 fn map_page<T, U>(page: Page<T>, f: impl Fn(&T) -> U) -> Page<U> {

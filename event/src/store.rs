@@ -2,7 +2,8 @@
 
 use crate::error::EventError;
 use http_api::events::{
-    Claim, ClaimFilter, ClaimStatus, Condition, Event, EventFilter, EventStatus,
+    Claim, ClaimEvent, ClaimFilter, ClaimStatus, ClaimStep, Condition, Event, EventFilter,
+    EventStatus, Reward, RewardType,
 };
 use http_api::{Page, PageQuery};
 use mongo_kit::mongodb::bson::{DateTime, Document, doc, to_bson};
@@ -54,6 +55,73 @@ impl EventDoc {
     }
 }
 
+/// What a reward grants, as commanded to fulfillment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    pub kind: RewardType,
+    pub amount: Option<i64>,
+    pub item_code: Option<String>,
+    pub quantity: Option<i32>,
+    pub coupon_template: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RewardDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub event_id: String,
+    #[serde(flatten)]
+    pub grant: Grant,
+    /// `None`: unlimited.
+    pub total_stock: Option<i64>,
+    /// Units held by PENDING and SUCCEEDED claims; never above `total_stock`.
+    pub reserved: i64,
+    pub per_user_limit: i32,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+}
+
+impl RewardDoc {
+    pub fn to_api(&self) -> Reward {
+        Reward {
+            id: self.id.clone(),
+            event_id: self.event_id.clone(),
+            kind: self.grant.kind,
+            amount: self.grant.amount,
+            item_code: self.grant.item_code.clone(),
+            quantity: self.grant.quantity,
+            coupon_template: self.grant.coupon_template.clone(),
+            total_stock: self.total_stock,
+            reserved: self.reserved,
+            remaining: self.total_stock.map(|t| (t - self.reserved).max(0)),
+            per_user_limit: self.per_user_limit,
+            created_at: rfc3339(self.created_at),
+            updated_at: rfc3339(self.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    pub step: ClaimStep,
+    pub at: DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Step {
+    pub fn now(step: ClaimStep, detail: Option<String>) -> Self {
+        Self {
+            step,
+            at: DateTime::now(),
+            detail,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimDoc {
@@ -64,6 +132,23 @@ pub struct ClaimDoc {
     pub reward_id: String,
     pub status: ClaimStatus,
     pub failure_reason: Option<String>,
+    #[serde(default)]
+    pub coupon_code: Option<String>,
+    pub idempotency_key: String,
+    /// Hash of what the idempotency key stands for: event, reward and body.
+    pub fingerprint: String,
+    #[serde(default)]
+    pub note: Option<String>,
+    pub grant: Grant,
+    /// The grant command's id, the same for every attempt (fulfillment deduplicates on it).
+    pub command_id: String,
+    /// Message ids of the commands sent, one per attempt.
+    pub command_message_ids: Vec<String>,
+    pub attempts: i32,
+    /// When a PENDING claim without a result is looked at again.
+    #[serde(default)]
+    pub next_check_at: Option<DateTime>,
+    pub timeline: Vec<Step>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
 }
@@ -77,8 +162,45 @@ impl ClaimDoc {
             reward_id: self.reward_id.clone(),
             status: self.status,
             failure_reason: self.failure_reason.clone(),
+            coupon_code: self.coupon_code.clone(),
+            attempts: self.attempts,
             created_at: rfc3339(self.created_at),
             updated_at: rfc3339(self.updated_at),
+            timeline: None,
+        }
+    }
+
+    /// The claim with its timeline, including when each command reached Kafka.
+    pub fn to_api_with_timeline(&self, published: &[(String, DateTime)]) -> Claim {
+        let mut steps: Vec<ClaimEvent> = Vec::with_capacity(self.timeline.len() + 2);
+        let mut all: Vec<(DateTime, ClaimStep, Option<String>)> = self
+            .timeline
+            .iter()
+            .map(|s| (s.at, s.step, s.detail.clone()))
+            .collect();
+        for (n, (id, at)) in published.iter().enumerate() {
+            let attempt = self
+                .command_message_ids
+                .iter()
+                .position(|m| m == id)
+                .map_or(n + 1, |p| p + 1);
+            all.push((
+                *at,
+                ClaimStep::CommandPublished,
+                Some(format!("attempt {attempt}")),
+            ));
+        }
+        all.sort_by_key(|(at, step, _)| (*at, *step as u8));
+        for (at, step, detail) in all {
+            steps.push(ClaimEvent {
+                step,
+                at: rfc3339(at),
+                detail,
+            });
+        }
+        Claim {
+            timeline: Some(steps),
+            ..self.to_api()
         }
     }
 }
@@ -94,9 +216,30 @@ pub fn parse_time(field: &str, text: &str) -> Result<DateTime, service_kit::Fiel
     })
 }
 
+/// Whether an operator may move an event from `from` to `to` (staying put is allowed).
+pub fn transition_allowed(from: EventStatus, to: EventStatus) -> bool {
+    use EventStatus::*;
+    from == to
+        || matches!(
+            (from, to),
+            (Draft, Active | Ended) | (Active, Inactive | Ended) | (Inactive, Active | Ended)
+        )
+}
+
+/// Changes to an event, already validated.
+#[derive(Debug, Default)]
+pub struct EventChanges {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub starts_at: Option<DateTime>,
+    pub ends_at: Option<DateTime>,
+    pub condition: Option<Condition>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     events: Collection<EventDoc>,
+    rewards: Collection<RewardDoc>,
     claims: Collection<ClaimDoc>,
 }
 
@@ -104,8 +247,159 @@ impl Store {
     pub fn new(db: &Database) -> Self {
         Self {
             events: db.collection("events"),
+            rewards: db.collection("rewards"),
             claims: db.collection("claims"),
         }
+    }
+
+    /// Applies `changes` unless the event has ended, or they touch the condition of an ACTIVE
+    /// event. The write is conditional on the event being as read, so a concurrent status
+    /// change cannot slip between the check and the update.
+    pub async fn update_event(
+        &self,
+        id: &str,
+        changes: EventChanges,
+    ) -> Result<EventDoc, EventError> {
+        let event = self.event(id).await?;
+        let now = DateTime::now();
+        if event.effective_status(now) == EventStatus::Ended {
+            return Err(EventError::EventEnded);
+        }
+        if changes
+            .condition
+            .as_ref()
+            .is_some_and(|c| *c != event.condition)
+            && event.status == EventStatus::Active
+        {
+            return Err(EventError::EventActive);
+        }
+        let mut updated = event.clone();
+        if let Some(name) = changes.name {
+            updated.name = name;
+        }
+        if let Some(description) = changes.description {
+            updated.description = description;
+        }
+        updated.starts_at = changes.starts_at.unwrap_or(updated.starts_at);
+        updated.ends_at = changes.ends_at.unwrap_or(updated.ends_at);
+        if updated.ends_at <= updated.starts_at {
+            return Err(EventError::Validation(vec![service_kit::FieldError::new(
+                "endsAt",
+                "must be after startsAt",
+            )]));
+        }
+        if let Some(condition) = changes.condition {
+            updated.condition = condition;
+        }
+        updated.updated_at = now;
+        let replaced = self
+            .events
+            .replace_one(
+                doc! { "_id": id, "status": bson_of(&event.status)?, "updatedAt": event.updated_at },
+                &updated,
+            )
+            .await?;
+        if replaced.matched_count == 0 {
+            return Err(EventError::Conflict);
+        }
+        Ok(updated)
+    }
+
+    pub async fn set_status(&self, id: &str, to: EventStatus) -> Result<EventDoc, EventError> {
+        let event = self.event(id).await?;
+        let now = DateTime::now();
+        let from = event.effective_status(now);
+        if !transition_allowed(from, to) {
+            return Err(EventError::InvalidTransition { from, to });
+        }
+        if from == to {
+            return Ok(event);
+        }
+        let changed = self
+            .events
+            .update_one(
+                doc! { "_id": id, "status": bson_of(&event.status)? },
+                doc! { "$set": { "status": bson_of(&to)?, "updatedAt": now } },
+            )
+            .await?;
+        if changed.matched_count == 0 {
+            return Err(EventError::Conflict);
+        }
+        Ok(EventDoc {
+            status: to,
+            updated_at: now,
+            ..event
+        })
+    }
+
+    pub async fn insert_reward(&self, reward: &RewardDoc) -> Result<(), EventError> {
+        self.rewards.insert_one(reward).await?;
+        Ok(())
+    }
+
+    pub async fn reward(&self, id: &str) -> Result<RewardDoc, EventError> {
+        self.rewards
+            .find_one(doc! { "_id": id })
+            .await?
+            .ok_or(EventError::RewardNotFound)
+    }
+
+    pub async fn rewards_of(&self, event_id: &str) -> Result<Vec<RewardDoc>, EventError> {
+        use futures::TryStreamExt;
+        Ok(self
+            .rewards
+            .find(doc! { "eventId": event_id })
+            .sort(doc! { "createdAt": 1, "_id": 1 })
+            .limit(1000)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// `total_stock`: `Some(None)` makes the reward unlimited; a number may not go below what
+    /// is reserved, checked in the update itself so a claim in between cannot be oversold.
+    pub async fn update_reward(
+        &self,
+        id: &str,
+        total_stock: Option<Option<i64>>,
+        per_user_limit: Option<i32>,
+    ) -> Result<RewardDoc, EventError> {
+        let mut filter = doc! { "_id": id };
+        let mut set = doc! { "updatedAt": DateTime::now() };
+        match total_stock {
+            Some(Some(total)) => {
+                filter.insert("reserved", doc! { "$lte": total });
+                set.insert("totalStock", total);
+            }
+            Some(None) => {
+                set.insert("totalStock", mongo_kit::mongodb::bson::Bson::Null);
+            }
+            None => {}
+        }
+        if let Some(limit) = per_user_limit {
+            set.insert("perUserLimit", limit);
+        }
+        let updated = self
+            .rewards
+            .find_one_and_update(filter, doc! { "$set": set })
+            .return_document(mongo_kit::mongodb::options::ReturnDocument::After)
+            .await?;
+        match updated {
+            Some(reward) => Ok(reward),
+            None => {
+                let reward = self.reward(id).await?;
+                Err(EventError::StockBelowReserved {
+                    reserved: reward.reserved,
+                })
+            }
+        }
+    }
+
+    pub async fn claim(&self, id: &str) -> Result<ClaimDoc, EventError> {
+        self.claims
+            .find_one(doc! { "_id": id })
+            .await?
+            .ok_or(EventError::ClaimNotFound)
     }
 
     pub async fn ensure_indexes(&self) -> Result<(), EventError> {
@@ -136,6 +430,13 @@ impl Store {
             .create_index(
                 IndexModel::builder()
                     .keys(doc! { "eventId": 1, "createdAt": -1 })
+                    .build(),
+            )
+            .await?;
+        self.rewards
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "eventId": 1, "createdAt": 1 })
                     .build(),
             )
             .await?;

@@ -84,6 +84,23 @@ impl Outbox {
         }
     }
 
+    /// When each of these entries was published, for those that were (and have not expired).
+    pub async fn published_at(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, DateTime)>, mongo_kit::mongodb::error::Error> {
+        let entries: Vec<OutboxEntry> = self
+            .entries
+            .find(doc! { "_id": { "$in": ids }, "published": true })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| Some((e.id, e.published_at?)))
+            .collect())
+    }
+
     /// Encodes `record` for its topic (registering its schema on first use). Done before the
     /// transaction, so a retried transaction does no network I/O besides MongoDB.
     pub async fn message<T: Contract>(&self, record: &T) -> Result<OutboxEntry, RegistryError> {

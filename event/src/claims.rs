@@ -1,0 +1,668 @@
+//! The claim saga: reserve stock and command the grant in one transaction, then finish the
+//! claim or compensate it when fulfillment answers, or when it does not answer in time.
+//!
+//! ```text
+//! POST claim ──txn──▶ claim PENDING, per-user count +1, GrantRewardCommand in the outbox,
+//!                     stock reserved +1 (conditional: never above totalStock)
+//! GrantResultEvent SUCCEEDED ──txn──▶ claim SUCCEEDED
+//! GrantResultEvent FAILED    ──txn──▶ claim FAILED, stock -1, per-user count -1
+//! no result by nextCheckAt   ──txn──▶ the same command again (same commandId, attempt + 1),
+//!                                     and after `max_attempts` FAILED and compensated
+//! ```
+//!
+//! The stock update is the last write before the commit: it is the one document every
+//! claim of a reward writes, so holding it for the shortest time keeps concurrent claims
+//! from queueing behind each other's transactions.
+
+use crate::error::EventError;
+use crate::progress::{self, ProgressFolder};
+use crate::store::{ClaimDoc, EventDoc, RewardDoc, Step};
+use crate::users::UserState;
+use contracts::{Envelope, GrantOutcome, GrantResultEvent, GrantRewardCommand, UserStatus};
+use http_api::events::{ClaimRequest, ClaimStatus, ClaimStep, EventStatus, RewardType};
+use messaging::consumer::{Delivery, Handler, HandlerError, Outcome};
+use messaging::outbox::{Outbox, OutboxEntry};
+use mongo_kit::mongodb::bson::{DateTime, Document, doc, to_bson};
+use mongo_kit::mongodb::options::IndexOptions;
+use mongo_kit::mongodb::{Client, ClientSession, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const RESULTS_GROUP: &str = "event.grant-results";
+const PRODUCER: &str = "event";
+
+/// Timing of the saga's retries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SagaConfig {
+    /// How long a claim waits for its grant result before the command is sent again.
+    pub result_timeout_ms: u64,
+    /// Commands sent in all before a claim without a result is failed and compensated.
+    pub max_attempts: i32,
+    /// How often overdue claims are looked for.
+    pub check_interval_ms: u64,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self {
+            result_timeout_ms: 30_000,
+            max_attempts: 3,
+            check_interval_ms: 1_000,
+        }
+    }
+}
+
+/// A claim as the route received it.
+pub struct ClaimInput {
+    pub user_id: String,
+    pub event_id: String,
+    pub reward_id: String,
+    pub idempotency_key: String,
+    pub request: ClaimRequest,
+}
+
+impl ClaimInput {
+    /// What the idempotency key stands for: the same key must come with the same request.
+    fn fingerprint(&self) -> String {
+        let body = serde_json::to_string(&self.request).unwrap_or_default();
+        let digest = Sha256::new()
+            .chain_update(self.event_id.as_bytes())
+            .chain_update([0])
+            .chain_update(self.reward_id.as_bytes())
+            .chain_update([0])
+            .chain_update(body.as_bytes())
+            .finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+pub enum Claimed {
+    /// Accepted now: PENDING.
+    New(ClaimDoc),
+    /// The same key and request came before: the original claim.
+    Again(ClaimDoc),
+}
+
+/// Why the claim transaction gave up; carried through the driver's transaction runner.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    KeyTaken,
+    Limit,
+    OutOfStock,
+}
+
+#[derive(Clone)]
+pub struct Saga {
+    client: Client,
+    events: Collection<EventDoc>,
+    rewards: Collection<RewardDoc>,
+    claims: Collection<ClaimDoc>,
+    /// `{_id: "<user>:<reward>", count}`: the user's claims of that reward that did not fail.
+    limits: Collection<Document>,
+    users: Collection<UserState>,
+    progress: ProgressFolder,
+    outbox: Outbox,
+    config: SagaConfig,
+}
+
+impl Saga {
+    pub fn new(client: Client, db: &Database, outbox: Outbox, config: SagaConfig) -> Self {
+        Self {
+            client,
+            events: db.collection("events"),
+            rewards: db.collection("rewards"),
+            claims: db.collection("claims"),
+            limits: db.collection("claim_limits"),
+            users: db.collection("user_states"),
+            progress: ProgressFolder::new(db),
+            outbox,
+            config,
+        }
+    }
+
+    pub async fn ensure_indexes(&self) -> Result<(), EventError> {
+        let unique = IndexOptions::builder().unique(true).build();
+        self.claims
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "userId": 1, "idempotencyKey": 1 })
+                    .options(unique)
+                    .build(),
+            )
+            .await?;
+        let overdue = IndexOptions::builder()
+            .partial_filter_expression(doc! { "status": "PENDING" })
+            .name("pending_by_next_check".to_owned())
+            .build();
+        self.claims
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "nextCheckAt": 1 })
+                    .options(overdue)
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Checks everything a claim needs, then reserves and commands in one transaction.
+    pub async fn claim(&self, input: ClaimInput) -> Result<Claimed, EventError> {
+        let fingerprint = input.fingerprint();
+        let (event, reward, earlier, progress, user) = tokio::try_join!(
+            self.events.find_one(doc! { "_id": &input.event_id }),
+            self.rewards.find_one(doc! { "_id": &input.reward_id }),
+            self.earlier(&input.user_id, &input.idempotency_key),
+            self.progress.get(&input.event_id, &input.user_id),
+            self.users.find_one(doc! { "_id": &input.user_id }),
+        )?;
+        if let Some(earlier) = earlier {
+            return same_request(earlier, &fingerprint);
+        }
+        let event = event.ok_or(EventError::EventNotFound)?;
+        let reward = reward
+            .filter(|r| r.event_id == event.id)
+            .ok_or(EventError::RewardNotFound)?;
+        if user.is_some_and(|u| matches!(u.status, UserStatus::Banned | UserStatus::Deleted)) {
+            return Err(EventError::UserNotAllowed);
+        }
+        let now = DateTime::now();
+        if event.effective_status(now) != EventStatus::Active || now < event.starts_at {
+            return Err(EventError::EventNotActive);
+        }
+        let standing = progress::evaluate(&event, &input.user_id, progress.as_ref());
+        if !standing.met {
+            return Err(EventError::ConditionNotMet(Box::new(standing)));
+        }
+
+        let claim = self.new_claim(&input, &reward, fingerprint, now);
+        let command = self.outbox_entry(&claim, 1).await?;
+        match self.reserve(&claim, &reward, command).await {
+            Ok(()) => {
+                metrics::counter!("claims_total", "result" => "accepted").increment(1);
+                Ok(Claimed::New(claim))
+            }
+            Err(e) => {
+                let refusal = e.get_custom::<Refusal>().copied();
+                let label = match refusal {
+                    Some(Refusal::KeyTaken) => "repeated",
+                    Some(Refusal::Limit) => "limit_reached",
+                    Some(Refusal::OutOfStock) => "out_of_stock",
+                    None => "error",
+                };
+                metrics::counter!("claims_total", "result" => label).increment(1);
+                match refusal {
+                    // A concurrent request with the same key won the race.
+                    Some(Refusal::KeyTaken) => {
+                        let earlier = self
+                            .earlier(&input.user_id, &input.idempotency_key)
+                            .await?
+                            .ok_or_else(|| EventError::Internal("claim vanished".into()))?;
+                        same_request(earlier, &claim.fingerprint)
+                    }
+                    Some(Refusal::Limit) => Err(EventError::ClaimLimitReached),
+                    Some(Refusal::OutOfStock) => Err(EventError::OutOfStock),
+                    None => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    async fn earlier(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> Result<Option<ClaimDoc>, mongo_kit::mongodb::error::Error> {
+        self.claims
+            .find_one(doc! { "userId": user_id, "idempotencyKey": key })
+            .await
+    }
+
+    fn new_claim(
+        &self,
+        input: &ClaimInput,
+        reward: &RewardDoc,
+        fingerprint: String,
+        now: DateTime,
+    ) -> ClaimDoc {
+        let timeout = self.config.result_timeout_ms as i64;
+        ClaimDoc {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: input.user_id.clone(),
+            event_id: input.event_id.clone(),
+            reward_id: reward.id.clone(),
+            status: ClaimStatus::Pending,
+            failure_reason: None,
+            coupon_code: None,
+            idempotency_key: input.idempotency_key.clone(),
+            fingerprint,
+            note: input.request.note.clone(),
+            grant: reward.grant.clone(),
+            command_id: uuid::Uuid::now_v7().to_string(),
+            command_message_ids: Vec::new(),
+            attempts: 1,
+            next_check_at: Some(DateTime::from_millis(now.timestamp_millis() + timeout)),
+            timeline: vec![
+                Step {
+                    step: ClaimStep::Requested,
+                    at: now,
+                    detail: None,
+                },
+                Step {
+                    step: ClaimStep::StockReserved,
+                    at: now,
+                    detail: None,
+                },
+            ],
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The grant command of `claim`'s `attempt`, encoded for the outbox.
+    async fn outbox_entry(
+        &self,
+        claim: &ClaimDoc,
+        attempt: i32,
+    ) -> Result<OutboxEntry, EventError> {
+        let command = GrantRewardCommand {
+            envelope: Envelope::new(PRODUCER).correlated(&claim.id),
+            command_id: claim
+                .command_id
+                .parse()
+                .map_err(|e| EventError::Internal(format!("command id: {e}")))?,
+            claim_id: claim.id.clone(),
+            user_id: claim.user_id.clone(),
+            event_id: claim.event_id.clone(),
+            reward_id: claim.reward_id.clone(),
+            reward_type: match claim.grant.kind {
+                RewardType::Point => contracts::RewardType::Point,
+                RewardType::Item => contracts::RewardType::Item,
+                RewardType::Coupon => contracts::RewardType::Coupon,
+            },
+            points: claim.grant.amount,
+            item_code: claim.grant.item_code.clone(),
+            quantity: claim.grant.quantity,
+            coupon_template: claim.grant.coupon_template.clone(),
+            attempt,
+        };
+        self.outbox
+            .message(&command)
+            .await
+            .map_err(|e| EventError::Internal(format!("encoding the grant command: {e}")))
+    }
+
+    /// The claim's transaction. Refusals come back as custom errors carrying a [`Refusal`].
+    async fn reserve(
+        &self,
+        claim: &ClaimDoc,
+        reward: &RewardDoc,
+        command: OutboxEntry,
+    ) -> Result<(), mongo_kit::mongodb::error::Error> {
+        use mongo_kit::mongodb::error::Error;
+        let mut claim = claim.clone();
+        claim.command_message_ids.push(command.id.clone());
+        let (claims, limits, rewards, outbox) = (
+            self.claims.clone(),
+            self.limits.clone(),
+            self.rewards.clone(),
+            self.outbox.clone(),
+        );
+        let limit_id = limit_id(&claim.user_id, &claim.reward_id);
+        let per_user_limit = reward.per_user_limit;
+        let mut session = self.client.start_session().await?;
+        session
+            .start_transaction()
+            .and_run2(async move |s| {
+                match claims.insert_one(&claim).session(&mut *s).await {
+                    Err(e) if mongo_kit::is_duplicate_key(&e) => {
+                        return Err(Error::custom(Refusal::KeyTaken));
+                    }
+                    other => other?,
+                };
+                // Matches only below the limit; at the limit the upsert collides with the
+                // existing document instead.
+                let counted = limits
+                    .update_one(
+                        doc! { "_id": &limit_id, "count": { "$lt": per_user_limit } },
+                        doc! { "$inc": { "count": 1 } },
+                    )
+                    .upsert(true)
+                    .session(&mut *s)
+                    .await;
+                match counted {
+                    Err(e) if mongo_kit::is_duplicate_key(&e) => {
+                        return Err(Error::custom(Refusal::Limit));
+                    }
+                    other => other?,
+                };
+                outbox.write(s, std::slice::from_ref(&command)).await?;
+                let reserved = rewards
+                    .update_one(
+                        doc! {
+                            "_id": &claim.reward_id,
+                            "$or": [
+                                { "totalStock": null },
+                                { "$expr": { "$lt": ["$reserved", "$totalStock"] } },
+                            ],
+                        },
+                        doc! { "$inc": { "reserved": 1 } },
+                    )
+                    .session(&mut *s)
+                    .await?;
+                if reserved.matched_count == 0 {
+                    return Err(Error::custom(Refusal::OutOfStock));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Fails a PENDING claim and gives back what it held. Returns whether it was PENDING.
+    async fn compensate(
+        &self,
+        session: &mut ClientSession,
+        claim: &ClaimDoc,
+        reason: &str,
+        steps: Vec<Step>,
+    ) -> Result<bool, mongo_kit::mongodb::error::Error> {
+        let steps = to_bson(&steps).map_err(mongo_kit::mongodb::error::Error::custom)?;
+        let failed = self
+            .claims
+            .update_one(
+                doc! { "_id": &claim.id, "status": "PENDING" },
+                doc! {
+                    "$set": { "status": "FAILED", "failureReason": reason, "updatedAt": DateTime::now() },
+                    "$unset": { "nextCheckAt": "" },
+                    "$push": { "timeline": { "$each": steps } },
+                },
+            )
+            .session(&mut *session)
+            .await?;
+        if failed.modified_count == 0 {
+            return Ok(false);
+        }
+        self.rewards
+            .update_one(
+                doc! { "_id": &claim.reward_id },
+                doc! { "$inc": { "reserved": -1 } },
+            )
+            .session(&mut *session)
+            .await?;
+        self.limits
+            .update_one(
+                doc! { "_id": limit_id(&claim.user_id, &claim.reward_id) },
+                doc! { "$inc": { "count": -1 } },
+            )
+            .session(&mut *session)
+            .await?;
+        metrics::counter!("claims_settled_total", "status" => "FAILED").increment(1);
+        Ok(true)
+    }
+
+    /// Re-sends the commands of claims whose result is overdue, or gives up on them, every
+    /// `check_interval_ms` until `stop`.
+    pub async fn run_timeouts(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.check_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.handle_overdue().await {
+                        tracing::warn!(error = %e, "checking overdue claims failed; next round retries");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_overdue(&self) -> Result<(), EventError> {
+        use futures::TryStreamExt;
+        let overdue: Vec<ClaimDoc> = self
+            .claims
+            .find(doc! { "status": "PENDING", "nextCheckAt": { "$lte": DateTime::now() } })
+            .limit(200)
+            .await?
+            .try_collect()
+            .await?;
+        for claim in overdue {
+            if claim.attempts < self.config.max_attempts {
+                self.recommand(&claim).await?;
+            } else {
+                let reason = format!("no grant result after {} attempts", claim.attempts);
+                let mut session = self.client.start_session().await?;
+                let saga = self.clone();
+                session
+                    .start_transaction()
+                    .and_run2(async move |s| {
+                        let step = Step::now(ClaimStep::Compensated, Some(reason.clone()));
+                        saga.compensate(s, &claim, &reason, vec![step]).await
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The same command again (same commandId: fulfillment grants at most once).
+    async fn recommand(&self, claim: &ClaimDoc) -> Result<(), EventError> {
+        let attempt = claim.attempts + 1;
+        let command = self.outbox_entry(claim, attempt).await?;
+        let next = DateTime::from_millis(
+            DateTime::now().timestamp_millis() + self.config.result_timeout_ms as i64,
+        );
+        let step = to_bson(&Step::now(
+            ClaimStep::Recommanded,
+            Some(format!("attempt {attempt}")),
+        ))
+        .map_err(|e| EventError::Internal(e.to_string()))?;
+        let (claims, outbox, claim) = (self.claims.clone(), self.outbox.clone(), claim.clone());
+        let mut session = self.client.start_session().await?;
+        session
+            .start_transaction()
+            .and_run2(async move |s| {
+                // Only if no other instance re-sent it meanwhile.
+                let moved = claims
+                    .update_one(
+                        doc! { "_id": &claim.id, "status": "PENDING", "attempts": claim.attempts },
+                        doc! {
+                            "$set": { "attempts": attempt, "nextCheckAt": next, "updatedAt": DateTime::now() },
+                            "$push": { "timeline": step.clone(), "commandMessageIds": &command.id },
+                        },
+                    )
+                    .session(&mut *s)
+                    .await?;
+                if moved.modified_count == 1 {
+                    outbox.write(s, std::slice::from_ref(&command)).await?;
+                }
+                Ok(())
+            })
+            .await?;
+        metrics::counter!("claims_recommanded_total").increment(1);
+        Ok(())
+    }
+
+    /// When each of the claim's commands reached Kafka.
+    pub async fn published(&self, claim: &ClaimDoc) -> Result<Vec<(String, DateTime)>, EventError> {
+        Ok(self.outbox.published_at(&claim.command_message_ids).await?)
+    }
+}
+
+fn limit_id(user_id: &str, reward_id: &str) -> String {
+    format!("{user_id}:{reward_id}")
+}
+
+fn same_request(earlier: ClaimDoc, fingerprint: &str) -> Result<Claimed, EventError> {
+    if earlier.fingerprint == fingerprint {
+        Ok(Claimed::Again(earlier))
+    } else {
+        Err(EventError::IdempotencyKeyReused)
+    }
+}
+
+/// Settles claims from fulfillment's GrantResultEvents.
+#[derive(Clone)]
+pub struct GrantResults {
+    saga: Saga,
+}
+
+impl GrantResults {
+    pub fn new(saga: Saga) -> Self {
+        Self { saga }
+    }
+
+    async fn settle(
+        &self,
+        session: &mut ClientSession,
+        result: &GrantResultEvent,
+    ) -> Result<Outcome, HandlerError> {
+        let claims = &self.saga.claims;
+        let Some(claim) = claims
+            .find_one(doc! { "_id": &result.claim_id })
+            .session(&mut *session)
+            .await?
+        else {
+            return Ok(Outcome::Invalid(format!(
+                "result for unknown claim {:?}",
+                result.claim_id
+            )));
+        };
+        if claim.command_id != result.command_id.to_string() {
+            return Ok(Outcome::Invalid(format!(
+                "result of command {} but claim {} commanded {}",
+                result.command_id, claim.id, claim.command_id
+            )));
+        }
+        let received = Step::now(
+            ClaimStep::ResultReceived,
+            Some(format!("{:?}", result.outcome)),
+        );
+        match (claim.status, result.outcome) {
+            (_, GrantOutcome::Unknown) => Ok(Outcome::Invalid(
+                "a grant outcome this build does not know".into(),
+            )),
+            (ClaimStatus::Pending, GrantOutcome::Succeeded) => {
+                let steps = vec![received, Step::now(ClaimStep::Completed, None)];
+                let steps = to_bson(&steps).map_err(|e| HandlerError::Retryable(e.to_string()))?;
+                claims
+                    .update_one(
+                        doc! { "_id": &claim.id, "status": "PENDING" },
+                        doc! {
+                            "$set": {
+                                "status": "SUCCEEDED",
+                                "couponCode": result.coupon_code.clone(),
+                                "updatedAt": DateTime::now(),
+                            },
+                            "$unset": { "nextCheckAt": "" },
+                            "$push": { "timeline": { "$each": steps } },
+                        },
+                    )
+                    .session(&mut *session)
+                    .await?;
+                metrics::counter!("claims_settled_total", "status" => "SUCCEEDED").increment(1);
+                Ok(Outcome::Done)
+            }
+            (ClaimStatus::Pending, GrantOutcome::Failed) => {
+                let reason = result
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "the grant failed".into());
+                let steps = vec![
+                    received,
+                    Step::now(ClaimStep::Compensated, Some(reason.clone())),
+                ];
+                self.saga
+                    .compensate(session, &claim, &reason, steps)
+                    .await?;
+                Ok(Outcome::Done)
+            }
+            (ClaimStatus::Failed, GrantOutcome::Succeeded) => {
+                // Granted after the claim was given up on: the player has the reward, so the
+                // claim says so and takes its stock back, even past the limit (the grant is
+                // a fact). Loud, because timeouts are meant to be far longer than this.
+                tracing::error!(claim = %claim.id, "grant succeeded after the claim was compensated");
+                metrics::counter!("claims_late_success_total").increment(1);
+                let steps = vec![
+                    received,
+                    Step::now(ClaimStep::Completed, Some("late result".into())),
+                ];
+                let steps = to_bson(&steps).map_err(|e| HandlerError::Retryable(e.to_string()))?;
+                claims
+                    .update_one(
+                        doc! { "_id": &claim.id, "status": "FAILED" },
+                        doc! {
+                            "$set": { "status": "SUCCEEDED", "couponCode": result.coupon_code.clone(), "updatedAt": DateTime::now() },
+                            "$unset": { "failureReason": "" },
+                            "$push": { "timeline": { "$each": steps } },
+                        },
+                    )
+                    .session(&mut *session)
+                    .await?;
+                self.saga
+                    .rewards
+                    .update_one(
+                        doc! { "_id": &claim.reward_id },
+                        doc! { "$inc": { "reserved": 1 } },
+                    )
+                    .session(&mut *session)
+                    .await?;
+                self.saga
+                    .limits
+                    .update_one(
+                        doc! { "_id": limit_id(&claim.user_id, &claim.reward_id) },
+                        doc! { "$inc": { "count": 1 } },
+                    )
+                    .session(&mut *session)
+                    .await?;
+                Ok(Outcome::Done)
+            }
+            // Already settled: a repeated result.
+            _ => Ok(Outcome::Done),
+        }
+    }
+}
+
+impl Handler for GrantResults {
+    type Message = GrantResultEvent;
+
+    async fn handle(
+        &self,
+        session: &mut ClientSession,
+        batch: &[Delivery<GrantResultEvent>],
+    ) -> Result<Vec<Outcome>, HandlerError> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            outcomes.push(self.settle(session, &delivery.message).await?);
+        }
+        Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(note: Option<&str>) -> ClaimInput {
+        ClaimInput {
+            user_id: "u".into(),
+            event_id: "e".into(),
+            reward_id: "r".into(),
+            idempotency_key: "k".into(),
+            request: ClaimRequest {
+                note: note.map(str::to_owned),
+            },
+        }
+    }
+
+    #[test]
+    fn a_key_stands_for_its_event_reward_and_body() {
+        assert_eq!(input(None).fingerprint(), input(None).fingerprint());
+        assert_ne!(input(None).fingerprint(), input(Some("x")).fingerprint());
+        let mut other = input(None);
+        other.reward_id = "r2".into();
+        assert_ne!(input(None).fingerprint(), other.fingerprint());
+    }
+}

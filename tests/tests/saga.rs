@@ -1,0 +1,830 @@
+//! The product end to end on the real servers: activity produced to Kafka becomes progress, a
+//! claim through the gateway reserves stock and commands the grant, reward-fulfillment grants
+//! it into its ledger, and the result settles the claim, or compensates it.
+//!
+//! The races (one player hammering a reward, 200 players for 50 units) call the event
+//! service directly with identity assertions signed by the instance's secret, as the gateway
+//! would: registering hundreds of accounts would measure argon2, not the saga.
+
+use auth_claims::{IDENTITY_HEADER, Identity, IdentityKey, Role};
+use contracts::{ActivityType, Envelope, UserActivityEvent};
+use e2e_tests::{Api, Reply, User};
+use messaging::{SchemaRegistry, kafka};
+use mongo_kit::mongodb::bson::DateTime;
+use rdkafka::producer::FutureRecord;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::time::Duration;
+use test_support::{poll_until, unique};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn rfc3339(ms: i64) -> String {
+    DateTime::from_millis(ms).try_to_rfc3339_string().unwrap()
+}
+
+/// An ACTIVE event whose window opened two days ago, with `condition`.
+async fn active_event(api: &Api, operator: &User, condition: Value) -> String {
+    let now = DateTime::now().timestamp_millis();
+    let created = api
+        .post(
+            "/events",
+            Some(&operator.access),
+            json!({
+                "name": unique("event"),
+                "startsAt": rfc3339(now - 2 * DAY_MS),
+                "endsAt": rfc3339(now + 2 * DAY_MS),
+                "condition": condition,
+            }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let activated = api
+        .post(
+            &format!("/events/{id}/status"),
+            Some(&operator.access),
+            json!({ "status": "ACTIVE" }),
+        )
+        .await;
+    assert_eq!(activated.status, 200, "{activated:?}");
+    id
+}
+
+async fn reward(api: &Api, operator: &User, event: &str, body: Value) -> String {
+    let created = api
+        .post(
+            &format!("/events/{event}/rewards"),
+            Some(&operator.access),
+            body,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    created.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn reward_state(api: &Api, token: &str, event: &str, reward: &str) -> Value {
+    let rewards = api
+        .get(&format!("/events/{event}/rewards"), Some(token))
+        .await;
+    assert_eq!(rewards.status, 200, "{rewards:?}");
+    rewards
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == reward)
+        .unwrap()
+        .clone()
+}
+
+/// Activity as a game server sends it: Avro through the registry, keyed by user id.
+struct Game {
+    registry: SchemaRegistry,
+    producer: rdkafka::producer::FutureProducer,
+}
+
+impl Game {
+    fn new() -> Self {
+        Self {
+            registry: SchemaRegistry::new(&test_support::registry()).unwrap(),
+            producer: kafka::producer(&test_support::kafka()).unwrap(),
+        }
+    }
+
+    async fn send(
+        &self,
+        user: &str,
+        kind: ActivityType,
+        at: i64,
+        fill: impl Fn(&mut UserActivityEvent),
+    ) {
+        let mut envelope = Envelope::new("saga-test");
+        envelope.occurred_at = at;
+        let mut event = UserActivityEvent {
+            envelope,
+            user_id: user.to_owned(),
+            activity_type: kind,
+            quest_id: None,
+            item_code: None,
+            item_count: None,
+            new_level: None,
+        };
+        fill(&mut event);
+        let topic = contracts::topics::USER_ACTIVITY;
+        let payload = self.registry.encode(topic, &event).await.unwrap();
+        self.producer
+            .send(
+                FutureRecord::to(topic).key(user).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+async fn claim(api: &Api, token: &str, event: &str, reward: &str, key: &str, body: Value) -> Reply {
+    api.send(
+        api.request(
+            Method::POST,
+            &format!("/events/{event}/rewards/{reward}/claims"),
+        )
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&body),
+    )
+    .await
+}
+
+/// Polls the claim until it leaves PENDING.
+async fn settled(api: &Api, token: &str, claim: &str) -> Value {
+    poll_until(Duration::from_secs(30), "the claim to settle", || async {
+        let reply = api.get(&format!("/claims/{claim}"), Some(token)).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        (reply.body["status"] != "PENDING").then_some(reply.body)
+    })
+    .await
+}
+
+fn steps(claim: &Value) -> Vec<String> {
+    claim["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_player_meets_the_condition_through_activity_claims_and_the_reward_reaches_the_inventory()
+{
+    let api = Api::gateway();
+    let operator = api.user_with_roles(&["OPERATOR"]).await;
+    let player = api.new_user().await;
+    let event = active_event(
+        &api,
+        &operator,
+        json!({ "all": [
+            { "metric": "QUEST_COMPLETED", "op": ">=", "value": 2, "filter": { "questId": "dragon" } },
+            { "metric": "LOGIN_DAYS", "op": ">=", "value": 2 },
+        ]}),
+    )
+    .await;
+    let reward = reward(
+        &api,
+        &operator,
+        &event,
+        json!({ "type": "POINT", "amount": 250, "totalStock": 10 }),
+    )
+    .await;
+
+    // Before playing: refused with the progress so far.
+    let early = claim(
+        &api,
+        &player.access,
+        &event,
+        &reward,
+        &unique("key"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (early.status, early.code()),
+        (422, "condition_not_met"),
+        "{early:?}"
+    );
+    assert_eq!(early.body["progress"]["leaves"][0]["current"], 0);
+    assert_eq!(early.body["progress"]["met"], false);
+
+    let game = Game::new();
+    let now = DateTime::now().timestamp_millis();
+    game.send(&player.id, ActivityType::Login, now - DAY_MS, |_| {})
+        .await;
+    game.send(&player.id, ActivityType::Login, now, |_| {})
+        .await;
+    for quest in ["dragon", "dragon", "goblin"] {
+        game.send(&player.id, ActivityType::QuestCompleted, now, |e| {
+            e.quest_id = Some(quest.into())
+        })
+        .await;
+    }
+    let progress = poll_until(
+        Duration::from_secs(30),
+        "progress to meet the condition",
+        || async {
+            let reply = api
+                .get(
+                    &format!("/events/{event}/progress/me"),
+                    Some(&player.access),
+                )
+                .await;
+            (reply.body["met"] == true).then_some(reply.body)
+        },
+    )
+    .await;
+    assert_eq!(
+        progress["leaves"][0]["current"], 2,
+        "only the dragon quests: {progress}"
+    );
+    assert_eq!(
+        progress["leaves"][1]["current"], 2,
+        "two login days: {progress}"
+    );
+
+    let key = unique("key");
+    let accepted = claim(&api, &player.access, &event, &reward, &key, json!({})).await;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    assert_eq!(accepted.body["status"], "PENDING");
+    let id = accepted.body["id"].as_str().unwrap().to_owned();
+
+    let done = settled(&api, &player.access, &id).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(
+        steps(&done),
+        [
+            "REQUESTED",
+            "STOCK_RESERVED",
+            "COMMAND_PUBLISHED",
+            "RESULT_RECEIVED",
+            "COMPLETED"
+        ],
+        "{done}"
+    );
+    let inventory = api.get("/inventory/me", Some(&player.access)).await;
+    assert_eq!(inventory.status, 200, "{inventory:?}");
+    assert_eq!(inventory.body["points"], 250);
+    let state = reward_state(&api, &player.access, &event, &reward).await;
+    assert_eq!(
+        (state["reserved"].as_i64(), state["remaining"].as_i64()),
+        (Some(1), Some(9))
+    );
+    let mine = api
+        .get(&format!("/claims/me?eventId={event}"), Some(&player.access))
+        .await;
+    assert_eq!(mine.body["total"], 1);
+    assert_eq!(mine.body["items"][0]["status"], "SUCCEEDED");
+    // Someone else's claim is not there for another player to read.
+    let other = api.new_user().await;
+    let peek = api.get(&format!("/claims/{id}"), Some(&other.access)).await;
+    assert_eq!((peek.status, peek.code()), (404, "claim_not_found"));
+}
+
+#[tokio::test]
+async fn a_failed_grant_fails_the_claim_and_puts_the_stock_back() {
+    let api = Api::gateway();
+    let operator = api.user_with_roles(&["OPERATOR"]).await;
+    let player = api.new_user().await;
+    let event = active_event(
+        &api,
+        &operator,
+        json!({ "metric": "LEVEL", "op": ">=", "value": 3 }),
+    )
+    .await;
+    // Fulfillment is configured to fail every grant of this item.
+    let reward = reward(
+        &api,
+        &operator,
+        &event,
+        json!({ "type": "ITEM", "itemCode": "cursed-sword", "quantity": 1, "totalStock": 3 }),
+    )
+    .await;
+    Game::new()
+        .send(
+            &player.id,
+            ActivityType::LevelUp,
+            DateTime::now().timestamp_millis(),
+            |e| e.new_level = Some(3),
+        )
+        .await;
+    poll_until(Duration::from_secs(30), "level 3 to count", || async {
+        let reply = api
+            .get(
+                &format!("/events/{event}/progress/me"),
+                Some(&player.access),
+            )
+            .await;
+        (reply.body["met"] == true).then_some(())
+    })
+    .await;
+
+    let first = claim(
+        &api,
+        &player.access,
+        &event,
+        &reward,
+        &unique("key"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(first.status, 202, "{first:?}");
+    let failed = settled(&api, &player.access, first.body["id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert!(
+        failed["failureReason"]
+            .as_str()
+            .unwrap()
+            .contains("cursed-sword"),
+        "{failed}"
+    );
+    assert_eq!(steps(&failed).last().unwrap(), "COMPENSATED");
+    let state = reward_state(&api, &player.access, &event, &reward).await;
+    assert_eq!(
+        (state["reserved"].as_i64(), state["remaining"].as_i64()),
+        (Some(0), Some(3))
+    );
+    let inventory = api.get("/inventory/me", Some(&player.access)).await;
+    assert_eq!(inventory.body["items"], json!([]), "{inventory:?}");
+    // A failed claim does not count against the per-user limit of 1.
+    let again = claim(
+        &api,
+        &player.access,
+        &event,
+        &reward,
+        &unique("key"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(again.status, 202, "{again:?}");
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_refusals_each_answer_with_their_own_code() {
+    let api = Api::gateway();
+    let operator = api.user_with_roles(&["OPERATOR"]).await;
+    let player = api.new_user().await;
+    let event = active_event(
+        &api,
+        &operator,
+        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
+    )
+    .await;
+    let points = reward(
+        &api,
+        &operator,
+        &event,
+        json!({ "type": "POINT", "amount": 5 }),
+    )
+    .await;
+    let none_left = reward(
+        &api,
+        &operator,
+        &event,
+        json!({ "type": "COUPON", "couponTemplate": "WINTER", "totalStock": 0 }),
+    )
+    .await;
+    Game::new()
+        .send(
+            &player.id,
+            ActivityType::LevelUp,
+            DateTime::now().timestamp_millis(),
+            |e| e.new_level = Some(1),
+        )
+        .await;
+    poll_until(Duration::from_secs(30), "the level to count", || async {
+        let reply = api
+            .get(
+                &format!("/events/{event}/progress/me"),
+                Some(&player.access),
+            )
+            .await;
+        (reply.body["met"] == true).then_some(())
+    })
+    .await;
+
+    let missing = api
+        .send(
+            api.request(
+                Method::POST,
+                &format!("/events/{event}/rewards/{points}/claims"),
+            )
+            .bearer_auth(&player.access),
+        )
+        .await;
+    assert_eq!(
+        (missing.status, missing.code()),
+        (400, "idempotency_key_missing")
+    );
+    assert_eq!(missing.content_type(), "application/problem+json");
+
+    let key = unique("key");
+    let body = json!({ "note": "first" });
+    let first = claim(&api, &player.access, &event, &points, &key, body.clone()).await;
+    assert_eq!(first.status, 202, "{first:?}");
+    let repeat = claim(&api, &player.access, &event, &points, &key, body).await;
+    assert_eq!(repeat.status, 200, "{repeat:?}");
+    assert_eq!(repeat.body["id"], first.body["id"]);
+    let changed = claim(
+        &api,
+        &player.access,
+        &event,
+        &points,
+        &key,
+        json!({ "note": "other" }),
+    )
+    .await;
+    assert_eq!(
+        (changed.status, changed.code()),
+        (409, "idempotency_key_reused")
+    );
+    let second = claim(
+        &api,
+        &player.access,
+        &event,
+        &points,
+        &unique("key"),
+        json!({}),
+    )
+    .await;
+    assert_eq!((second.status, second.code()), (409, "claim_limit_reached"));
+    let empty = claim(
+        &api,
+        &player.access,
+        &event,
+        &none_left,
+        &unique("key"),
+        json!({}),
+    )
+    .await;
+    assert_eq!((empty.status, empty.code()), (409, "out_of_stock"));
+
+    let paused = api
+        .post(
+            &format!("/events/{event}/status"),
+            Some(&operator.access),
+            json!({ "status": "INACTIVE" }),
+        )
+        .await;
+    assert_eq!(paused.status, 200);
+    let inactive = claim(
+        &api,
+        &player.access,
+        &event,
+        &none_left,
+        &unique("key"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (inactive.status, inactive.code()),
+        (409, "event_not_active")
+    );
+    // The condition of an inactive event may change; an ended event is final.
+    let ended = api
+        .post(
+            &format!("/events/{event}/status"),
+            Some(&operator.access),
+            json!({ "status": "ENDED" }),
+        )
+        .await;
+    assert_eq!(ended.status, 200);
+    let revived = api
+        .post(
+            &format!("/events/{event}/status"),
+            Some(&operator.access),
+            json!({ "status": "ACTIVE" }),
+        )
+        .await;
+    assert_eq!(
+        (revived.status, revived.code()),
+        (409, "invalid_transition")
+    );
+    // Players do not manage events.
+    let denied = api
+        .post(
+            &format!("/events/{event}/rewards"),
+            Some(&player.access),
+            json!({ "type": "POINT", "amount": 1 }),
+        )
+        .await;
+    assert_eq!(denied.status, 403);
+}
+
+/// The event service called directly, as the gateway calls it, for made-up players.
+struct Direct {
+    api: Api,
+    key: IdentityKey,
+}
+
+impl Direct {
+    fn new() -> Self {
+        Self {
+            api: Api::new(test_support::service_url("event")),
+            key: IdentityKey::new(&test_support::required(test_support::IDENTITY_SECRET).into())
+                .unwrap(),
+        }
+    }
+
+    fn assertion(&self, user: &str) -> String {
+        self.key.sign(&Identity {
+            sub: user.to_owned(),
+            roles: vec![Role::User],
+        })
+    }
+
+    async fn claim(&self, user: &str, event: &str, reward: &str, key: &str) -> Reply {
+        self.api
+            .send(
+                self.api
+                    .request(
+                        Method::POST,
+                        &format!("/events/{event}/rewards/{reward}/claims"),
+                    )
+                    .header(IDENTITY_HEADER, self.assertion(user))
+                    .header("idempotency-key", key),
+            )
+            .await
+    }
+
+    async fn get(&self, user: &str, path: &str) -> Reply {
+        self.api
+            .send(
+                self.api
+                    .request(Method::GET, path)
+                    .header(IDENTITY_HEADER, self.assertion(user)),
+            )
+            .await
+    }
+
+    /// Waits until each player's progress meets the event's condition.
+    async fn wait_met(&self, users: &[String], event: &str) {
+        for user in users {
+            poll_until(
+                Duration::from_secs(60),
+                "progress of every player",
+                || async {
+                    let reply = self
+                        .get(user, &format!("/events/{event}/progress/me"))
+                        .await;
+                    (reply.body["met"] == true).then_some(())
+                },
+            )
+            .await;
+        }
+    }
+}
+
+async fn levelled_up(users: &[String]) {
+    let game = Game::new();
+    let now = DateTime::now().timestamp_millis();
+    for user in users {
+        game.send(user, ActivityType::LevelUp, now, |e| e.new_level = Some(1))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_claims_by_one_player_grant_once() {
+    let api = Api::gateway();
+    let operator = api.user_with_roles(&["OPERATOR"]).await;
+    let auditor = api.user_with_roles(&["AUDITOR"]).await;
+    let event = active_event(
+        &api,
+        &operator,
+        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
+    )
+    .await;
+    let reward = reward(
+        &api,
+        &operator,
+        &event,
+        json!({ "type": "POINT", "amount": 7, "totalStock": 100 }),
+    )
+    .await;
+    let direct = Direct::new();
+    let player = unique("player");
+    levelled_up(std::slice::from_ref(&player)).await;
+    direct.wait_met(std::slice::from_ref(&player), &event).await;
+
+    // Half share one key, half bring their own.
+    let shared = unique("key");
+    let keys: Vec<String> = (0..100)
+        .map(|n| {
+            if n % 2 == 0 {
+                shared.clone()
+            } else {
+                unique("key")
+            }
+        })
+        .collect();
+    let replies = futures::future::join_all(
+        keys.iter()
+            .map(|k| direct.claim(&player, &event, &reward, k)),
+    )
+    .await;
+    let accepted: Vec<&Reply> = replies.iter().filter(|r| r.status == 202).collect();
+    assert_eq!(
+        accepted.len(),
+        1,
+        "exactly one claim accepted: {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let id = accepted[0].body["id"].clone();
+    for reply in &replies {
+        match reply.status {
+            202 => {}
+            200 => assert_eq!(
+                reply.body["id"], id,
+                "a repeated key answers with the original claim"
+            ),
+            409 => assert_eq!(reply.code(), "claim_limit_reached", "{reply:?}"),
+            other => panic!("unexpected {other}: {reply:?}"),
+        }
+    }
+    let claim = poll_until(Duration::from_secs(30), "the claim to settle", || async {
+        let reply = direct
+            .get(&player, &format!("/claims/{}", id.as_str().unwrap()))
+            .await;
+        (reply.body["status"] != "PENDING").then_some(reply.body)
+    })
+    .await;
+    assert_eq!(claim["status"], "SUCCEEDED");
+    let inventory = api
+        .get(&format!("/inventory/{player}"), Some(&auditor.access))
+        .await;
+    assert_eq!(
+        (
+            inventory.body["points"].as_i64(),
+            inventory.body["grants"].as_i64()
+        ),
+        (Some(7), Some(1)),
+        "{inventory:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_players_racing_for_fifty_units_get_exactly_fifty() {
+    let api = Api::gateway();
+    let operator = api.user_with_roles(&["OPERATOR"]).await;
+    let auditor = api.user_with_roles(&["AUDITOR"]).await;
+    let event = active_event(
+        &api,
+        &operator,
+        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
+    )
+    .await;
+    let reward = reward(
+        &api,
+        &operator,
+        &event,
+        json!({ "type": "COUPON", "couponTemplate": "RACE", "totalStock": 50 }),
+    )
+    .await;
+    let direct = Direct::new();
+    let players: Vec<String> = (0..200).map(|_| unique("racer")).collect();
+    levelled_up(&players).await;
+    direct.wait_met(&players, &event).await;
+
+    let replies = futures::future::join_all(
+        players
+            .iter()
+            .map(|p| direct.claim(p, &event, &reward, "race")),
+    )
+    .await;
+    let statuses: Vec<(u16, String)> = replies
+        .iter()
+        .map(|r| (r.status, r.code().to_owned()))
+        .collect();
+    let winners: Vec<(&String, String)> = players
+        .iter()
+        .zip(&replies)
+        .filter(|(_, r)| r.status == 202)
+        .map(|(p, r)| (p, r.body["id"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(winners.len(), 50, "{statuses:?}");
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.status == 202 || (r.status == 409 && r.code() == "out_of_stock")),
+        "{statuses:?}"
+    );
+    let state = reward_state(&api, &operator.access, &event, &reward).await;
+    assert_eq!(
+        (state["reserved"].as_i64(), state["remaining"].as_i64()),
+        (Some(50), Some(0))
+    );
+
+    let mut codes = HashSet::new();
+    for (player, claim) in &winners {
+        let settled = poll_until(
+            Duration::from_secs(60),
+            "every winning claim to settle",
+            || async {
+                let reply = direct.get(player, &format!("/claims/{claim}")).await;
+                (reply.body["status"] != "PENDING").then_some(reply.body)
+            },
+        )
+        .await;
+        assert_eq!(settled["status"], "SUCCEEDED", "{settled}");
+        let inventory = api
+            .get(&format!("/inventory/{player}"), Some(&auditor.access))
+            .await;
+        let coupons = inventory.body["coupons"].as_array().unwrap();
+        assert_eq!(coupons.len(), 1, "{inventory:?}");
+        assert_eq!(coupons[0]["code"], settled["couponCode"]);
+        codes.insert(coupons[0]["code"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(codes.len(), 50, "every coupon code unique");
+    let state = reward_state(&api, &operator.access, &event, &reward).await;
+    assert_eq!(
+        state["reserved"].as_i64(),
+        Some(50),
+        "stock never goes below zero nor back up"
+    );
+}
+
+#[tokio::test]
+async fn a_banned_player_cannot_claim_and_their_pending_claim_still_settles() {
+    let api = Api::gateway();
+    let operator = api.user_with_roles(&["OPERATOR"]).await;
+    let admin = api.admin().await;
+    let player = api.new_user().await;
+    let event = active_event(
+        &api,
+        &operator,
+        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
+    )
+    .await;
+    let reward = reward(
+        &api,
+        &operator,
+        &event,
+        json!({ "type": "POINT", "amount": 3, "perUserLimit": 5 }),
+    )
+    .await;
+    levelled_up(std::slice::from_ref(&player.id)).await;
+    poll_until(Duration::from_secs(30), "the level to count", || async {
+        let reply = api
+            .get(
+                &format!("/events/{event}/progress/me"),
+                Some(&player.access),
+            )
+            .await;
+        (reply.body["met"] == true).then_some(())
+    })
+    .await;
+
+    let pending = claim(
+        &api,
+        &player.access,
+        &event,
+        &reward,
+        &unique("key"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(pending.status, 202, "{pending:?}");
+    let banned = api
+        .post(
+            &format!("/users/{}/ban", player.id),
+            Some(&admin.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(banned.status, 200, "{banned:?}");
+
+    // The gateway stops the banned player's token within its session cache TTL...
+    poll_until(
+        Duration::from_secs(10),
+        "the gateway to refuse the banned player",
+        || async {
+            let reply = claim(
+                &api,
+                &player.access,
+                &event,
+                &reward,
+                &unique("key"),
+                json!({}),
+            )
+            .await;
+            matches!(reply.status, 401 | 403).then_some(())
+        },
+    )
+    .await;
+    // ... and the event service itself refuses them once auth's UserStatusChanged arrives.
+    let direct = Direct::new();
+    poll_until(
+        Duration::from_secs(30),
+        "the event service to learn of the ban",
+        || async {
+            let reply = direct
+                .claim(&player.id, &event, &reward, &unique("key"))
+                .await;
+            (reply.status == 403 && reply.code() == "user_not_allowed").then_some(())
+        },
+    )
+    .await;
+    // The claim made before the ban is settled, not dropped.
+    let id = pending.body["id"].as_str().unwrap();
+    let settled = poll_until(
+        Duration::from_secs(30),
+        "the earlier claim to settle",
+        || async {
+            let reply = direct.get(&player.id, &format!("/claims/{id}")).await;
+            (reply.body["status"] != "PENDING").then_some(reply.body)
+        },
+    )
+    .await;
+    assert_eq!(settled["status"], "SUCCEEDED");
+}

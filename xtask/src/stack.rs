@@ -364,6 +364,10 @@ impl Instance {
                 self.secrets.admin_email, self.secrets.admin_password
             );
         }
+        if spec.name == catalog::REWARD_FULFILLMENT.name {
+            // A demo item that always fails to grant, so compensation can be seen (and tested).
+            toml.push_str("\n[failure]\nfailing_item_codes = [\"cursed-sword\"]\n");
+        }
         if spec.name == catalog::GATEWAY.name && self.kind == InstanceKind::Test {
             // Every test signs in from 127.0.0.1; the limit itself is tested on a gateway of
             // its own.

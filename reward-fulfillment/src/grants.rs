@@ -1,0 +1,390 @@
+//! The consumer of `event.grant-commands`: decides each GrantRewardCommand once, applies a
+//! success to the player's holdings, and answers with a GrantResultEvent through the outbox,
+//! all in the batch's transaction.
+//!
+//! The inbox (message ids) drops re-deliveries of one message; the ledger (command ids) is
+//! what stops a *re-sent* command, which the event service sends under a new message id when
+//! no result came back. Such a re-send is answered with the stored decision again (same
+//! outcome, reason and coupon code), since the earlier result may be what went missing.
+
+use crate::config::FailureConfig;
+use crate::ledger::{GrantDoc, Holding, Ledger};
+use contracts::{Envelope, GrantOutcome, GrantResultEvent, GrantRewardCommand, RewardType};
+use messaging::consumer::{Delivery, Handler, HandlerError, Outcome};
+use messaging::outbox::Outbox;
+use mongo_kit::mongodb::ClientSession;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const CONSUMER_GROUP: &str = "reward-fulfillment.grants";
+pub const PRODUCER: &str = "reward-fulfillment";
+/// The reason of a FAILED grant chosen by `failure.rate`.
+pub const INJECTED_FAILURE: &str = "injected failure";
+
+pub struct Grants {
+    ledger: Ledger,
+    outbox: Outbox,
+    failure: Arc<FailureConfig>,
+}
+
+impl Grants {
+    pub fn new(ledger: Ledger, outbox: Outbox, failure: FailureConfig) -> Self {
+        Self {
+            ledger,
+            outbox,
+            failure: Arc::new(failure),
+        }
+    }
+
+    /// Decides and records a command never seen before.
+    async fn decide_and_record(
+        &self,
+        session: &mut ClientSession,
+        command: &GrantRewardCommand,
+        message_id: &str,
+    ) -> Result<GrantDoc, HandlerError> {
+        let roll = if self.failure.rate > 0.0 {
+            random_unit()?
+        } else {
+            1.0
+        };
+        let decision = decide(command, &self.failure, roll);
+        let coupon_code = match (&decision, command.coupon_template.as_deref()) {
+            (Ok(Grant::Coupon), Some(template)) => Some(coupon_code(template.trim())?),
+            _ => None,
+        };
+        let holding = match (&decision, &command.item_code, &coupon_code) {
+            (Ok(Grant::Points(points)), _, _) => Some(Holding::Points(*points)),
+            (Ok(Grant::Item(quantity)), Some(code), _) => Some(Holding::Item {
+                code: code.trim(),
+                quantity: *quantity,
+            }),
+            (Ok(Grant::Coupon), _, Some(code)) => Some(Holding::Coupon {
+                template: command
+                    .coupon_template
+                    .as_deref()
+                    .unwrap_or_default()
+                    .trim(),
+                code,
+            }),
+            _ => None,
+        };
+        let (outcome, reason) = match decision {
+            Ok(_) => (GrantOutcome::Succeeded, None),
+            Err(reason) => (GrantOutcome::Failed, Some(reason)),
+        };
+        let grant = GrantDoc::new(command, message_id, outcome, reason, coupon_code.clone());
+        self.ledger.record(session, &grant, holding).await?;
+        metrics::counter!(
+            "grants_total",
+            "type" => type_label(command.reward_type),
+            "outcome" => outcome_label(outcome)
+        )
+        .increment(1);
+        Ok(grant)
+    }
+}
+
+impl Handler for Grants {
+    type Message = GrantRewardCommand;
+
+    async fn handle(
+        &self,
+        session: &mut ClientSession,
+        batch: &[Delivery<GrantRewardCommand>],
+    ) -> Result<Vec<Outcome>, HandlerError> {
+        if self.failure.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.failure.latency_ms)).await;
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut results = Vec::new();
+        for delivery in batch {
+            let command = &delivery.message;
+            if command.user_id.trim().is_empty() {
+                outcomes.push(Outcome::Invalid(format!(
+                    "GrantRewardCommand {} without a userId",
+                    command.command_id
+                )));
+                continue;
+            }
+            if command.claim_id.trim().is_empty() {
+                outcomes.push(Outcome::Invalid(format!(
+                    "GrantRewardCommand {} without a claimId",
+                    command.command_id
+                )));
+                continue;
+            }
+            let command_id = command.command_id.to_string();
+            let grant = match self
+                .ledger
+                .decided(session, &command_id, command.attempt)
+                .await?
+            {
+                Some(earlier) => {
+                    tracing::info!(command = %command_id, claim = %command.claim_id,
+                        attempt = command.attempt, outcome = outcome_label(earlier.outcome),
+                        "re-sent command answered with its earlier result");
+                    earlier
+                }
+                None => {
+                    self.decide_and_record(session, command, &delivery.message_id)
+                        .await?
+                }
+            };
+            let result = result_of(&grant, command);
+            let entry =
+                self.outbox.message(&result).await.map_err(|e| {
+                    HandlerError::Retryable(format!("encoding a grant result: {e}"))
+                })?;
+            results.push(entry);
+            outcomes.push(Outcome::Done);
+        }
+        self.outbox.write(session, &results).await?;
+        Ok(outcomes)
+    }
+}
+
+/// What a valid command grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    Points(i64),
+    /// Of the command's item code.
+    Item(i64),
+    /// From the command's template.
+    Coupon,
+}
+
+/// The decision on a command never seen before: what to grant, or why it FAILS.
+/// `roll` is uniform in `[0, 1)`; the grant fails by injection when it is below `failure.rate`.
+pub fn decide(
+    command: &GrantRewardCommand,
+    failure: &FailureConfig,
+    roll: f64,
+) -> Result<Grant, String> {
+    let grant = match command.reward_type {
+        RewardType::Point => match command.points {
+            Some(points) if points > 0 => Grant::Points(points),
+            other => {
+                return Err(format!(
+                    "a POINT reward needs points > 0, got {}",
+                    show(other)
+                ));
+            }
+        },
+        RewardType::Item => {
+            let code = command.item_code.as_deref().map(str::trim).unwrap_or("");
+            if code.is_empty() {
+                return Err("an ITEM reward needs an itemCode".into());
+            }
+            let quantity = match command.quantity {
+                Some(quantity) if quantity > 0 => i64::from(quantity),
+                other => {
+                    return Err(format!(
+                        "an ITEM reward needs quantity > 0, got {}",
+                        show(other)
+                    ));
+                }
+            };
+            if failure.failing_item_codes.iter().any(|c| c.trim() == code) {
+                return Err(format!("item {code} cannot be granted (failure injection)"));
+            }
+            Grant::Item(quantity)
+        }
+        RewardType::Coupon => {
+            let template = command.coupon_template.as_deref().map(str::trim);
+            if template.is_none_or(str::is_empty) {
+                return Err("a COUPON reward needs a couponTemplate".into());
+            }
+            Grant::Coupon
+        }
+        RewardType::Unknown => {
+            return Err(
+                "reward type unknown to reward-fulfillment (added after this build)".into(),
+            );
+        }
+    };
+    if roll < failure.rate {
+        return Err(INJECTED_FAILURE.into());
+    }
+    Ok(grant)
+}
+
+fn show<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "none".to_owned(), |v| v.to_string())
+}
+
+/// The result event for a decision: a fresh message, the decision's content.
+fn result_of(grant: &GrantDoc, command: &GrantRewardCommand) -> GrantResultEvent {
+    GrantResultEvent {
+        envelope: Envelope::new(PRODUCER).correlated(grant.claim_id.clone()),
+        command_id: command.command_id,
+        claim_id: grant.claim_id.clone(),
+        user_id: grant.user_id.clone(),
+        outcome: grant.outcome,
+        reason: grant.reason.clone(),
+        coupon_code: grant.coupon_code.clone(),
+    }
+}
+
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/// `<TEMPLATE>-` and 10 random base32 characters (50 bits; the unique index catches the
+/// improbable collision, and the batch is retried with a new code).
+fn coupon_code(template: &str) -> Result<String, HandlerError> {
+    let mut bytes = [0u8; 10];
+    getrandom::fill(&mut bytes).map_err(|e| HandlerError::Retryable(format!("randomness: {e}")))?;
+    let suffix: String = bytes
+        .iter()
+        .map(|b| char::from(BASE32[usize::from(b & 31)]))
+        .collect();
+    Ok(format!("{template}-{suffix}"))
+}
+
+/// Uniform in `[0, 1)`.
+fn random_unit() -> Result<f64, HandlerError> {
+    let bits = getrandom::u64().map_err(|e| HandlerError::Retryable(format!("randomness: {e}")))?;
+    Ok((bits >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+fn type_label(reward_type: RewardType) -> &'static str {
+    match reward_type {
+        RewardType::Point => "POINT",
+        RewardType::Item => "ITEM",
+        RewardType::Coupon => "COUPON",
+        RewardType::Unknown => "UNKNOWN",
+    }
+}
+
+fn outcome_label(outcome: GrantOutcome) -> &'static str {
+    match outcome {
+        GrantOutcome::Succeeded => "SUCCEEDED",
+        GrantOutcome::Failed => "FAILED",
+        GrantOutcome::Unknown => "UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(reward_type: RewardType) -> GrantRewardCommand {
+        GrantRewardCommand {
+            envelope: Envelope::new("test"),
+            command_id: uuid::Uuid::new_v4(),
+            claim_id: "c-1".into(),
+            user_id: "u-1".into(),
+            event_id: "e-1".into(),
+            reward_id: "r-1".into(),
+            reward_type,
+            points: None,
+            item_code: None,
+            quantity: None,
+            coupon_template: None,
+            attempt: 1,
+        }
+    }
+
+    fn failing(codes: &[&str], rate: f64) -> FailureConfig {
+        FailureConfig {
+            rate,
+            latency_ms: 0,
+            failing_item_codes: codes.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn valid_commands_are_granted() {
+        let none = FailureConfig::default();
+        let points = GrantRewardCommand {
+            points: Some(50),
+            ..command(RewardType::Point)
+        };
+        assert_eq!(decide(&points, &none, 0.0), Ok(Grant::Points(50)));
+        let item = GrantRewardCommand {
+            item_code: Some("sword".into()),
+            quantity: Some(2),
+            ..command(RewardType::Item)
+        };
+        assert_eq!(decide(&item, &none, 0.0), Ok(Grant::Item(2)));
+        let coupon = GrantRewardCommand {
+            coupon_template: Some("WELCOME".into()),
+            ..command(RewardType::Coupon)
+        };
+        assert_eq!(decide(&coupon, &none, 0.0), Ok(Grant::Coupon));
+    }
+
+    #[test]
+    fn incomplete_or_unknown_commands_fail_with_a_reason() {
+        let none = FailureConfig::default();
+        let cases = [
+            (command(RewardType::Unknown), "unknown"),
+            (command(RewardType::Point), "points > 0"),
+            (
+                GrantRewardCommand {
+                    points: Some(0),
+                    ..command(RewardType::Point)
+                },
+                "points > 0, got 0",
+            ),
+            (
+                GrantRewardCommand {
+                    quantity: Some(1),
+                    ..command(RewardType::Item)
+                },
+                "itemCode",
+            ),
+            (
+                GrantRewardCommand {
+                    item_code: Some("sword".into()),
+                    quantity: Some(-1),
+                    ..command(RewardType::Item)
+                },
+                "quantity > 0",
+            ),
+            (
+                GrantRewardCommand {
+                    coupon_template: Some("  ".into()),
+                    ..command(RewardType::Coupon)
+                },
+                "couponTemplate",
+            ),
+        ];
+        for (command, expected) in cases {
+            let reason = decide(&command, &none, 0.5).unwrap_err();
+            assert!(reason.contains(expected), "{reason:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn failure_injection_fails_named_items_and_the_configured_share() {
+        let item = GrantRewardCommand {
+            item_code: Some("cursed-sword".into()),
+            quantity: Some(1),
+            ..command(RewardType::Item)
+        };
+        let reason = decide(&item, &failing(&["cursed-sword"], 0.0), 0.99).unwrap_err();
+        assert!(reason.contains("cursed-sword"), "{reason}");
+        assert!(decide(&item, &failing(&["other"], 0.0), 0.0).is_ok());
+
+        let points = GrantRewardCommand {
+            points: Some(5),
+            ..command(RewardType::Point)
+        };
+        let half = failing(&[], 0.5);
+        assert_eq!(decide(&points, &half, 0.49), Err(INJECTED_FAILURE.into()));
+        assert!(decide(&points, &half, 0.5).is_ok());
+        assert!(decide(&points, &failing(&[], 1.0), 0.999_999).is_err());
+        assert!(decide(&points, &failing(&[], 0.0), 0.0).is_ok());
+    }
+
+    #[test]
+    fn coupon_codes_are_template_dash_ten_base32_characters() {
+        let code = coupon_code("WELCOME").unwrap();
+        let suffix = code.strip_prefix("WELCOME-").unwrap();
+        assert_eq!(suffix.len(), 10);
+        assert!(suffix.bytes().all(|b| BASE32.contains(&b)), "{code}");
+        assert_ne!(code, coupon_code("WELCOME").unwrap());
+        let roll = random_unit().unwrap();
+        assert!((0.0..1.0).contains(&roll));
+    }
+}

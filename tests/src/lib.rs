@@ -4,6 +4,7 @@
 //! that tests kill on purpose.
 
 pub mod effects;
+pub mod saga;
 
 use std::io::{BufRead, BufReader, Lines};
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 pub struct ServiceProcess {
     pub name: &'static str,
     child: Child,
-    logs: Lines<BufReader<ChildStdout>>,
+    /// Reads the log after "listening", so a chatty process never blocks on a full pipe.
+    drain: Option<std::thread::JoinHandle<Vec<String>>>,
     /// `host:port` it listens on, from its "listening" log line.
     pub addr: String,
 }
@@ -48,16 +50,29 @@ impl ServiceProcess {
                     .then(|| entry["addr"].as_str().unwrap().to_owned())
             })
             .unwrap_or_else(|| panic!("{name} exited before listening"));
+        let drain = std::thread::spawn(move || drain(logs));
         Self {
             name,
             child,
-            logs,
+            drain: Some(drain),
             addr,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Waits until `/readyz` says 200: listening comes before start-up work is done.
+    pub async fn ready(self) -> Self {
+        let api = Api::new(self.url(""));
+        test_support::poll_until(
+            Duration::from_secs(60),
+            "the service to be ready",
+            || async { (api.get("/readyz", None).await.status == 200).then_some(()) },
+        )
+        .await;
+        self
     }
 
     pub fn signal(&self, signal: &str) {
@@ -82,9 +97,17 @@ impl ServiceProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let rest = self.logs.by_ref().map_while(Result::ok).collect();
+        let rest = self
+            .drain
+            .take()
+            .map(|d| d.join().unwrap_or_default())
+            .unwrap_or_default();
         (status, rest)
     }
+}
+
+fn drain(logs: Lines<BufReader<ChildStdout>>) -> Vec<String> {
+    logs.map_while(Result::ok).collect()
 }
 
 impl Drop for ServiceProcess {

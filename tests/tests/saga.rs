@@ -6,156 +6,15 @@
 //! service directly with identity assertions signed by the instance's secret, as the gateway
 //! would: registering hundreds of accounts would measure argon2, not the saga.
 
-use auth_claims::{IDENTITY_HEADER, Identity, IdentityKey, Role};
-use contracts::{ActivityType, Envelope, UserActivityEvent};
-use e2e_tests::{Api, Reply, User};
-use messaging::{SchemaRegistry, kafka};
+use contracts::ActivityType;
+use e2e_tests::saga::*;
+use e2e_tests::{Api, Reply};
 use mongo_kit::mongodb::bson::DateTime;
-use rdkafka::producer::FutureRecord;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
 use test_support::{poll_until, unique};
-
-const DAY_MS: i64 = 86_400_000;
-
-fn rfc3339(ms: i64) -> String {
-    DateTime::from_millis(ms).try_to_rfc3339_string().unwrap()
-}
-
-/// An ACTIVE event whose window opened two days ago, with `condition`.
-async fn active_event(api: &Api, operator: &User, condition: Value) -> String {
-    let now = DateTime::now().timestamp_millis();
-    let created = api
-        .post(
-            "/events",
-            Some(&operator.access),
-            json!({
-                "name": unique("event"),
-                "startsAt": rfc3339(now - 2 * DAY_MS),
-                "endsAt": rfc3339(now + 2 * DAY_MS),
-                "condition": condition,
-            }),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
-    let id = created.body["id"].as_str().unwrap().to_owned();
-    let activated = api
-        .post(
-            &format!("/events/{id}/status"),
-            Some(&operator.access),
-            json!({ "status": "ACTIVE" }),
-        )
-        .await;
-    assert_eq!(activated.status, 200, "{activated:?}");
-    id
-}
-
-async fn reward(api: &Api, operator: &User, event: &str, body: Value) -> String {
-    let created = api
-        .post(
-            &format!("/events/{event}/rewards"),
-            Some(&operator.access),
-            body,
-        )
-        .await;
-    assert_eq!(created.status, 201, "{created:?}");
-    created.body["id"].as_str().unwrap().to_owned()
-}
-
-async fn reward_state(api: &Api, token: &str, event: &str, reward: &str) -> Value {
-    let rewards = api
-        .get(&format!("/events/{event}/rewards"), Some(token))
-        .await;
-    assert_eq!(rewards.status, 200, "{rewards:?}");
-    rewards
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == reward)
-        .unwrap()
-        .clone()
-}
-
-/// Activity as a game server sends it: Avro through the registry, keyed by user id.
-struct Game {
-    registry: SchemaRegistry,
-    producer: rdkafka::producer::FutureProducer,
-}
-
-impl Game {
-    fn new() -> Self {
-        Self {
-            registry: SchemaRegistry::new(&test_support::registry()).unwrap(),
-            producer: kafka::producer(&test_support::kafka()).unwrap(),
-        }
-    }
-
-    async fn send(
-        &self,
-        user: &str,
-        kind: ActivityType,
-        at: i64,
-        fill: impl Fn(&mut UserActivityEvent),
-    ) {
-        let mut envelope = Envelope::new("saga-test");
-        envelope.occurred_at = at;
-        let mut event = UserActivityEvent {
-            envelope,
-            user_id: user.to_owned(),
-            activity_type: kind,
-            quest_id: None,
-            item_code: None,
-            item_count: None,
-            new_level: None,
-        };
-        fill(&mut event);
-        let topic = contracts::topics::USER_ACTIVITY;
-        let payload = self.registry.encode(topic, &event).await.unwrap();
-        self.producer
-            .send(
-                FutureRecord::to(topic).key(user).payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-}
-
-async fn claim(api: &Api, token: &str, event: &str, reward: &str, key: &str, body: Value) -> Reply {
-    api.send(
-        api.request(
-            Method::POST,
-            &format!("/events/{event}/rewards/{reward}/claims"),
-        )
-        .bearer_auth(token)
-        .header("idempotency-key", key)
-        .json(&body),
-    )
-    .await
-}
-
-/// Polls the claim until it leaves PENDING.
-async fn settled(api: &Api, token: &str, claim: &str) -> Value {
-    poll_until(Duration::from_secs(30), "the claim to settle", || async {
-        let reply = api.get(&format!("/claims/{claim}"), Some(token)).await;
-        assert_eq!(reply.status, 200, "{reply:?}");
-        (reply.body["status"] != "PENDING").then_some(reply.body)
-    })
-    .await
-}
-
-fn steps(claim: &Value) -> Vec<String> {
-    claim["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 #[tokio::test]
 async fn a_player_meets_the_condition_through_activity_claims_and_the_reward_reaches_the_inventory()
@@ -198,7 +57,7 @@ async fn a_player_meets_the_condition_through_activity_claims_and_the_reward_rea
     assert_eq!(early.body["progress"]["leaves"][0]["current"], 0);
     assert_eq!(early.body["progress"]["met"], false);
 
-    let game = Game::new();
+    let game = Game::connect();
     let now = DateTime::now().timestamp_millis();
     game.send(&player.id, ActivityType::Login, now - DAY_MS, |_| {})
         .await;
@@ -290,7 +149,7 @@ async fn a_failed_grant_fails_the_claim_and_puts_the_stock_back() {
         json!({ "type": "ITEM", "itemCode": "cursed-sword", "quantity": 1, "totalStock": 3 }),
     )
     .await;
-    Game::new()
+    Game::connect()
         .send(
             &player.id,
             ActivityType::LevelUp,
@@ -374,7 +233,7 @@ async fn idempotency_keys_and_refusals_each_answer_with_their_own_code() {
         json!({ "type": "COUPON", "couponTemplate": "WINTER", "totalStock": 0 }),
     )
     .await;
-    Game::new()
+    Game::connect()
         .send(
             &player.id,
             ActivityType::LevelUp,
@@ -501,79 +360,6 @@ async fn idempotency_keys_and_refusals_each_answer_with_their_own_code() {
     assert_eq!(denied.status, 403);
 }
 
-/// The event service called directly, as the gateway calls it, for made-up players.
-struct Direct {
-    api: Api,
-    key: IdentityKey,
-}
-
-impl Direct {
-    fn new() -> Self {
-        Self {
-            api: Api::new(test_support::service_url("event")),
-            key: IdentityKey::new(&test_support::required(test_support::IDENTITY_SECRET).into())
-                .unwrap(),
-        }
-    }
-
-    fn assertion(&self, user: &str) -> String {
-        self.key.sign(&Identity {
-            sub: user.to_owned(),
-            roles: vec![Role::User],
-        })
-    }
-
-    async fn claim(&self, user: &str, event: &str, reward: &str, key: &str) -> Reply {
-        self.api
-            .send(
-                self.api
-                    .request(
-                        Method::POST,
-                        &format!("/events/{event}/rewards/{reward}/claims"),
-                    )
-                    .header(IDENTITY_HEADER, self.assertion(user))
-                    .header("idempotency-key", key),
-            )
-            .await
-    }
-
-    async fn get(&self, user: &str, path: &str) -> Reply {
-        self.api
-            .send(
-                self.api
-                    .request(Method::GET, path)
-                    .header(IDENTITY_HEADER, self.assertion(user)),
-            )
-            .await
-    }
-
-    /// Waits until each player's progress meets the event's condition.
-    async fn wait_met(&self, users: &[String], event: &str) {
-        for user in users {
-            poll_until(
-                Duration::from_secs(60),
-                "progress of every player",
-                || async {
-                    let reply = self
-                        .get(user, &format!("/events/{event}/progress/me"))
-                        .await;
-                    (reply.body["met"] == true).then_some(())
-                },
-            )
-            .await;
-        }
-    }
-}
-
-async fn levelled_up(users: &[String]) {
-    let game = Game::new();
-    let now = DateTime::now().timestamp_millis();
-    for user in users {
-        game.send(user, ActivityType::LevelUp, now, |e| e.new_level = Some(1))
-            .await;
-    }
-}
-
 #[tokio::test]
 async fn a_hundred_concurrent_claims_by_one_player_grant_once() {
     let api = Api::gateway();
@@ -592,7 +378,7 @@ async fn a_hundred_concurrent_claims_by_one_player_grant_once() {
         json!({ "type": "POINT", "amount": 7, "totalStock": 100 }),
     )
     .await;
-    let direct = Direct::new();
+    let direct = Direct::to_event_service();
     let player = unique("player");
     levelled_up(std::slice::from_ref(&player)).await;
     direct.wait_met(std::slice::from_ref(&player), &event).await;
@@ -671,7 +457,7 @@ async fn two_hundred_players_racing_for_fifty_units_get_exactly_fifty() {
         json!({ "type": "COUPON", "couponTemplate": "RACE", "totalStock": 50 }),
     )
     .await;
-    let direct = Direct::new();
+    let direct = Direct::to_event_service();
     let players: Vec<String> = (0..200).map(|_| unique("racer")).collect();
     levelled_up(&players).await;
     direct.wait_met(&players, &event).await;
@@ -732,99 +518,4 @@ async fn two_hundred_players_racing_for_fifty_units_get_exactly_fifty() {
         Some(50),
         "stock never goes below zero nor back up"
     );
-}
-
-#[tokio::test]
-async fn a_banned_player_cannot_claim_and_their_pending_claim_still_settles() {
-    let api = Api::gateway();
-    let operator = api.user_with_roles(&["OPERATOR"]).await;
-    let admin = api.admin().await;
-    let player = api.new_user().await;
-    let event = active_event(
-        &api,
-        &operator,
-        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
-    )
-    .await;
-    let reward = reward(
-        &api,
-        &operator,
-        &event,
-        json!({ "type": "POINT", "amount": 3, "perUserLimit": 5 }),
-    )
-    .await;
-    levelled_up(std::slice::from_ref(&player.id)).await;
-    poll_until(Duration::from_secs(30), "the level to count", || async {
-        let reply = api
-            .get(
-                &format!("/events/{event}/progress/me"),
-                Some(&player.access),
-            )
-            .await;
-        (reply.body["met"] == true).then_some(())
-    })
-    .await;
-
-    let pending = claim(
-        &api,
-        &player.access,
-        &event,
-        &reward,
-        &unique("key"),
-        json!({}),
-    )
-    .await;
-    assert_eq!(pending.status, 202, "{pending:?}");
-    let banned = api
-        .post(
-            &format!("/users/{}/ban", player.id),
-            Some(&admin.access),
-            json!({}),
-        )
-        .await;
-    assert_eq!(banned.status, 200, "{banned:?}");
-
-    // The gateway stops the banned player's token within its session cache TTL...
-    poll_until(
-        Duration::from_secs(10),
-        "the gateway to refuse the banned player",
-        || async {
-            let reply = claim(
-                &api,
-                &player.access,
-                &event,
-                &reward,
-                &unique("key"),
-                json!({}),
-            )
-            .await;
-            matches!(reply.status, 401 | 403).then_some(())
-        },
-    )
-    .await;
-    // ... and the event service itself refuses them once auth's UserStatusChanged arrives.
-    let direct = Direct::new();
-    poll_until(
-        Duration::from_secs(30),
-        "the event service to learn of the ban",
-        || async {
-            let reply = direct
-                .claim(&player.id, &event, &reward, &unique("key"))
-                .await;
-            (reply.status == 403 && reply.code() == "user_not_allowed").then_some(())
-        },
-    )
-    .await;
-    // The claim made before the ban is settled, not dropped.
-    let id = pending.body["id"].as_str().unwrap();
-    let settled = poll_until(
-        Duration::from_secs(30),
-        "the earlier claim to settle",
-        || async {
-            let reply = direct.get(&player.id, &format!("/claims/{id}")).await;
-            (reply.body["status"] != "PENDING").then_some(reply.body)
-        },
-    )
-    .await;
-    assert_eq!(settled["status"], "SUCCEEDED");
 }

@@ -243,6 +243,8 @@ impl Saga {
             command_id: uuid::Uuid::now_v7().to_string(),
             command_message_ids: Vec::new(),
             attempts: 1,
+            result_timeout_ms: timeout,
+            max_attempts: self.config.max_attempts,
             next_check_at: Some(DateTime::from_millis(now.timestamp_millis() + timeout)),
             timeline: vec![
                 Step {
@@ -429,7 +431,7 @@ impl Saga {
             .try_collect()
             .await?;
         for claim in overdue {
-            if claim.attempts < self.config.max_attempts {
+            if claim.attempts < claim.max_attempts {
                 self.recommand(&claim).await?;
             } else {
                 let reason = format!("no grant result after {} attempts", claim.attempts);
@@ -452,7 +454,7 @@ impl Saga {
         let attempt = claim.attempts + 1;
         let command = self.outbox_entry(claim, attempt).await?;
         let next = DateTime::from_millis(
-            DateTime::now().timestamp_millis() + self.config.result_timeout_ms as i64,
+            DateTime::now().timestamp_millis() + claim.result_timeout_ms,
         );
         let step = to_bson(&Step::now(
             ClaimStep::Recommanded,

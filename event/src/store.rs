@@ -145,6 +145,10 @@ pub struct ClaimDoc {
     /// Message ids of the commands sent, one per attempt.
     pub command_message_ids: Vec<String>,
     pub attempts: i32,
+    /// The retry schedule the claim was made with: every instance follows it, whatever
+    /// its own configuration says (a rollout with new timings leaves claims in flight alone).
+    pub result_timeout_ms: i64,
+    pub max_attempts: i32,
     /// When a PENDING claim without a result is looked at again.
     #[serde(default)]
     pub next_check_at: Option<DateTime>,

@@ -1,5 +1,20 @@
 //! game-sim: a simulated game server that produces UserActivityEvents (logins, quests, items,
 //! level-ups) for simulated players; the platform's demo driver and load generator.
+//!
+//! - [`Application`]: the service (health, readiness, metrics), `game-sim` or `game-sim serve`;
+//! - [`load`]: `game-sim load`, the load generator over the activity [`mix`];
+//! - [`scenario`]: `game-sim scenario`, which makes a real user meet an event's condition with
+//!   activity from [`plan`].
+
+mod avro;
+pub mod cli;
+pub mod load;
+pub mod mix;
+pub mod plan;
+mod rng;
+pub mod scenario;
+
+pub use avro::{ActivityEncoder, EncodeError};
 
 use axum::Router;
 use messaging::{KafkaClientError, RegistryError, SchemaRegistry, kafka};
@@ -38,6 +53,16 @@ pub enum StartupError {
     Registry(#[from] RegistryError),
     #[error("binding the HTTP listener: {0}")]
     Bind(#[from] std::io::Error),
+}
+
+/// The `producer` every record's envelope names.
+pub const PRODUCER: &str = "game-sim";
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Builds the service; the result runs with `port()` and `run_until_stopped()`.

@@ -1,10 +1,7 @@
+use clap::Parser;
+use std::process::ExitCode;
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config: game_sim::Config = service_config::load()?;
-    telemetry::init_logging(&config.log);
-    game_sim::Application::build(config)
-        .await?
-        .run_until_stopped()
-        .await?;
-    Ok(())
+async fn main() -> anyhow::Result<ExitCode> {
+    game_sim::cli::run(game_sim::cli::Cli::parse()).await
 }

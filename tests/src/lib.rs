@@ -117,8 +117,9 @@ impl Drop for ServiceProcess {
     }
 }
 
-/// Service binaries sit next to the `deps/` folder test binaries are built into.
-fn binary(name: &str) -> PathBuf {
+/// Service binaries (and game-sim's tools) sit next to the `deps/` folder test binaries are
+/// built into.
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
     dir.join(name)

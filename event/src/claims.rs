@@ -453,9 +453,8 @@ impl Saga {
     async fn recommand(&self, claim: &ClaimDoc) -> Result<(), EventError> {
         let attempt = claim.attempts + 1;
         let command = self.outbox_entry(claim, attempt).await?;
-        let next = DateTime::from_millis(
-            DateTime::now().timestamp_millis() + claim.result_timeout_ms,
-        );
+        let next =
+            DateTime::from_millis(DateTime::now().timestamp_millis() + claim.result_timeout_ms);
         let step = to_bson(&Step::now(
             ClaimStep::Recommanded,
             Some(format!("attempt {attempt}")),

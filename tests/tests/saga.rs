@@ -519,3 +519,142 @@ async fn two_hundred_players_racing_for_fifty_units_get_exactly_fifty() {
         "stock never goes below zero nor back up"
     );
 }
+
+#[tokio::test]
+async fn operators_edit_events_and_stock_within_the_rules_and_staff_read_every_claim() {
+    let api = Api::gateway();
+    let operator = api.user_with_roles(&["OPERATOR"]).await;
+    let auditor = api.user_with_roles(&["AUDITOR"]).await;
+    let event = active_event(
+        &api,
+        &operator,
+        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
+    )
+    .await;
+    let patch = |path: String, body: serde_json::Value| {
+        let (api, token) = (api.clone(), operator.access.clone());
+        async move {
+            api.call(Method::PATCH, &path, Some(&token), Some(body))
+                .await
+        }
+    };
+
+    let renamed = patch(format!("/events/{event}"), json!({ "name": "Renamed" })).await;
+    assert_eq!(
+        (renamed.status, renamed.body["name"].as_str()),
+        (200, Some("Renamed")),
+        "{renamed:?}"
+    );
+    let new_condition = json!({ "condition": { "metric": "LEVEL", "op": ">=", "value": 2 } });
+    let refused = patch(format!("/events/{event}"), new_condition.clone()).await;
+    assert_eq!((refused.status, refused.code()), (409, "event_active"));
+    let paused = api
+        .post(
+            &format!("/events/{event}/status"),
+            Some(&operator.access),
+            json!({ "status": "INACTIVE" }),
+        )
+        .await;
+    assert_eq!(paused.status, 200);
+    let changed = patch(format!("/events/{event}"), new_condition).await;
+    assert_eq!(changed.status, 200, "{changed:?}");
+    assert_eq!(changed.body["condition"]["value"], 2);
+    let backwards = patch(
+        format!("/events/{event}"),
+        json!({ "endsAt": "2000-01-01T00:00:00Z" }),
+    )
+    .await;
+    assert_eq!(
+        (backwards.status, backwards.code()),
+        (422, "validation_failed")
+    );
+    api.post(
+        &format!("/events/{event}/status"),
+        Some(&operator.access),
+        json!({ "status": "ACTIVE" }),
+    )
+    .await;
+
+    // Stock: three units held by claims; it may shrink to three, not below.
+    let reward = reward(
+        &api,
+        &operator,
+        &event,
+        json!({ "type": "POINT", "amount": 1, "totalStock": 10 }),
+    )
+    .await;
+    let direct = Direct::to_event_service();
+    let players: Vec<String> = (0..3).map(|_| unique("holder")).collect();
+    let game = Game::connect();
+    let now = DateTime::now().timestamp_millis();
+    for player in &players {
+        game.send(player, ActivityType::LevelUp, now, |e| {
+            e.new_level = Some(2)
+        })
+        .await;
+    }
+    direct.wait_met(&players, &event).await;
+    for player in &players {
+        let accepted = direct.claim(player, &event, &reward, "k").await;
+        assert_eq!(accepted.status, 202, "{accepted:?}");
+    }
+    let below = patch(format!("/rewards/{reward}"), json!({ "totalStock": 2 })).await;
+    assert_eq!(
+        (below.status, below.code()),
+        (409, "stock_below_reserved"),
+        "{below:?}"
+    );
+    assert_eq!(below.body["reserved"], 3);
+    let exact = patch(format!("/rewards/{reward}"), json!({ "totalStock": 3 })).await;
+    assert_eq!(
+        (exact.status, exact.body["remaining"].as_i64()),
+        (200, Some(0)),
+        "{exact:?}"
+    );
+    let unlimited = patch(
+        format!("/rewards/{reward}"),
+        json!({ "totalStock": null, "perUserLimit": 2 }),
+    )
+    .await;
+    assert_eq!(unlimited.status, 200, "{unlimited:?}");
+    assert_eq!(
+        (
+            unlimited.body["totalStock"].clone(),
+            unlimited.body["perUserLimit"].as_i64()
+        ),
+        (json!(null), Some(2))
+    );
+    let negative = patch(format!("/rewards/{reward}"), json!({ "totalStock": -1 })).await;
+    assert_eq!(
+        (negative.status, negative.code()),
+        (422, "validation_failed")
+    );
+
+    // Staff see every player's claims, filtered.
+    let listed = api
+        .get(
+            &format!("/claims?eventId={event}&size=100"),
+            Some(&auditor.access),
+        )
+        .await;
+    assert_eq!(
+        (listed.status, listed.body["total"].as_i64()),
+        (200, Some(3)),
+        "{listed:?}"
+    );
+    let one = api
+        .get(
+            &format!("/claims?eventId={event}&userId={}", players[0]),
+            Some(&auditor.access),
+        )
+        .await;
+    assert_eq!(one.body["total"], 1);
+    assert_eq!(one.body["items"][0]["userId"], players[0].as_str());
+    let player_view = api
+        .get(
+            &format!("/claims?eventId={event}"),
+            Some(&api.new_user().await.access),
+        )
+        .await;
+    assert_eq!(player_view.status, 403);
+}

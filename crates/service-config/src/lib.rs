@@ -166,9 +166,11 @@ pub struct RegistryConfig {
 }
 
 impl Default for RegistryConfig {
+    /// The local registry `./dev up` runs (Apicurio's Confluent API); a Confluent registry
+    /// serves the same API at its root, as in docker-compose.
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:8081".into(),
+            url: "http://127.0.0.1:8081/apis/ccompat/v7".into(),
         }
     }
 }

@@ -90,22 +90,8 @@ impl IntoResponse for AuthError {
                 Problem::new(StatusCode::NOT_FOUND, "user_not_found", "No such user")
             }
             AuthError::Denied(problem) => problem,
-            AuthError::Database(e) => {
-                tracing::error!(error = %e, "database error");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "The database did not answer; try again",
-                )
-            }
-            AuthError::Internal(e) => {
-                tracing::error!(error = %e, "internal error");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "Something went wrong on our side",
-                )
-            }
+            AuthError::Database(e) => Problem::database_unavailable(&e),
+            AuthError::Internal(e) => Problem::internal(&e),
         };
         problem.into_response()
     }

@@ -141,22 +141,8 @@ impl IntoResponse for EventError {
             )
             .with_extension("reserved", reserved),
             EventError::Denied(problem) => problem,
-            EventError::Database(e) => {
-                tracing::error!(error = %e, "database error");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "The database did not answer; try again",
-                )
-            }
-            EventError::Internal(e) => {
-                tracing::error!(error = %e, "internal error");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "Something went wrong on our side",
-                )
-            }
+            EventError::Database(e) => Problem::database_unavailable(&e),
+            EventError::Internal(e) => Problem::internal(&e),
         };
         problem.into_response()
     }

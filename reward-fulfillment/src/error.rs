@@ -1,7 +1,6 @@
 //! Everything that can go wrong at the reward-fulfillment service's HTTP boundary, mapped to
 //! problem responses in this one place.
 
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use service_kit::Problem;
 
@@ -26,22 +25,8 @@ impl IntoResponse for FulfillmentError {
     fn into_response(self) -> Response {
         let problem = match self {
             FulfillmentError::Denied(problem) => problem,
-            FulfillmentError::Database(e) => {
-                tracing::error!(error = %e, "database error");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "The database did not answer; try again",
-                )
-            }
-            FulfillmentError::Internal(e) => {
-                tracing::error!(error = %e, "internal error");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "Something went wrong on our side",
-                )
-            }
+            FulfillmentError::Database(e) => Problem::database_unavailable(&e),
+            FulfillmentError::Internal(e) => Problem::internal(&e),
         };
         problem.into_response()
     }

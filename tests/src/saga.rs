@@ -265,3 +265,64 @@ pub async fn levelled_up(users: &[String]) {
             .await;
     }
 }
+
+/// An operator's ACTIVE event that asks only for level 1, and one reward of it.
+pub async fn level_event(api: &Api, operator: &User, reward_body: Value) -> (String, String) {
+    let event = active_event(
+        api,
+        operator,
+        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
+    )
+    .await;
+    let reward = reward(api, operator, &event, reward_body).await;
+    (event, reward)
+}
+
+/// The player reaches `level` in the game, and the event service has counted it.
+pub async fn play_to_level(api: &Api, player: &User, event: &str, level: i32) {
+    Game::connect()
+        .send(
+            &player.id,
+            ActivityType::LevelUp,
+            DateTime::now().timestamp_millis(),
+            |e| e.new_level = Some(level),
+        )
+        .await;
+    poll_until(Duration::from_secs(30), "the level to count", || async {
+        let reply = api
+            .get(
+                &format!("/events/{event}/progress/me"),
+                Some(&player.access),
+            )
+            .await;
+        (reply.body["met"] == true).then_some(())
+    })
+    .await;
+}
+
+/// Moves the event to `status` as the operator.
+pub async fn set_status(api: &Api, operator: &User, event: &str, status: &str) -> Reply {
+    api.post(
+        &format!("/events/{event}/status"),
+        Some(&operator.access),
+        json!({ "status": status }),
+    )
+    .await
+}
+
+/// (successful grants, points) in the player's inventory, read by staff.
+pub async fn granted(api: &Api, staff: &User, player: &str) -> (Option<i64>, Option<i64>) {
+    let inventory = api
+        .get(&format!("/inventory/{player}"), Some(&staff.access))
+        .await;
+    assert_eq!(inventory.status, 200, "{inventory:?}");
+    (
+        inventory.body["grants"].as_i64(),
+        inventory.body["points"].as_i64(),
+    )
+}
+
+/// A claim with a fresh idempotency key and no body.
+pub async fn claim_once(api: &Api, token: &str, event: &str, reward: &str) -> Reply {
+    claim(api, token, event, reward, &unique("key"), json!({})).await
+}

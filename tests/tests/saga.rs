@@ -40,15 +40,7 @@ async fn a_player_meets_the_condition_through_activity_claims_and_the_reward_rea
     .await;
 
     // Before playing: refused with the progress so far.
-    let early = claim(
-        &api,
-        &player.access,
-        &event,
-        &reward,
-        &unique("key"),
-        json!({}),
-    )
-    .await;
+    let early = claim_once(&api, &player.access, &event, &reward).await;
     assert_eq!(
         (early.status, early.code()),
         (422, "condition_not_met"),
@@ -149,34 +141,9 @@ async fn a_failed_grant_fails_the_claim_and_puts_the_stock_back() {
         json!({ "type": "ITEM", "itemCode": "cursed-sword", "quantity": 1, "totalStock": 3 }),
     )
     .await;
-    Game::connect()
-        .send(
-            &player.id,
-            ActivityType::LevelUp,
-            DateTime::now().timestamp_millis(),
-            |e| e.new_level = Some(3),
-        )
-        .await;
-    poll_until(Duration::from_secs(30), "level 3 to count", || async {
-        let reply = api
-            .get(
-                &format!("/events/{event}/progress/me"),
-                Some(&player.access),
-            )
-            .await;
-        (reply.body["met"] == true).then_some(())
-    })
-    .await;
+    play_to_level(&api, &player, &event, 3).await;
 
-    let first = claim(
-        &api,
-        &player.access,
-        &event,
-        &reward,
-        &unique("key"),
-        json!({}),
-    )
-    .await;
+    let first = claim_once(&api, &player.access, &event, &reward).await;
     assert_eq!(first.status, 202, "{first:?}");
     let failed = settled(&api, &player.access, first.body["id"].as_str().unwrap()).await;
     assert_eq!(failed["status"], "FAILED", "{failed}");
@@ -196,15 +163,7 @@ async fn a_failed_grant_fails_the_claim_and_puts_the_stock_back() {
     let inventory = api.get("/inventory/me", Some(&player.access)).await;
     assert_eq!(inventory.body["items"], json!([]), "{inventory:?}");
     // A failed claim does not count against the per-user limit of 1.
-    let again = claim(
-        &api,
-        &player.access,
-        &event,
-        &reward,
-        &unique("key"),
-        json!({}),
-    )
-    .await;
+    let again = claim_once(&api, &player.access, &event, &reward).await;
     assert_eq!(again.status, 202, "{again:?}");
 }
 
@@ -213,19 +172,8 @@ async fn idempotency_keys_and_refusals_each_answer_with_their_own_code() {
     let api = Api::gateway();
     let operator = api.user_with_roles(&["OPERATOR"]).await;
     let player = api.new_user().await;
-    let event = active_event(
-        &api,
-        &operator,
-        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
-    )
-    .await;
-    let points = reward(
-        &api,
-        &operator,
-        &event,
-        json!({ "type": "POINT", "amount": 5 }),
-    )
-    .await;
+    let (event, points) =
+        level_event(&api, &operator, json!({ "type": "POINT", "amount": 5 })).await;
     let none_left = reward(
         &api,
         &operator,
@@ -233,24 +181,7 @@ async fn idempotency_keys_and_refusals_each_answer_with_their_own_code() {
         json!({ "type": "COUPON", "couponTemplate": "WINTER", "totalStock": 0 }),
     )
     .await;
-    Game::connect()
-        .send(
-            &player.id,
-            ActivityType::LevelUp,
-            DateTime::now().timestamp_millis(),
-            |e| e.new_level = Some(1),
-        )
-        .await;
-    poll_until(Duration::from_secs(30), "the level to count", || async {
-        let reply = api
-            .get(
-                &format!("/events/{event}/progress/me"),
-                Some(&player.access),
-            )
-            .await;
-        (reply.body["met"] == true).then_some(())
-    })
-    .await;
+    play_to_level(&api, &player, &event, 1).await;
 
     let missing = api
         .send(
@@ -287,64 +218,22 @@ async fn idempotency_keys_and_refusals_each_answer_with_their_own_code() {
         (changed.status, changed.code()),
         (409, "idempotency_key_reused")
     );
-    let second = claim(
-        &api,
-        &player.access,
-        &event,
-        &points,
-        &unique("key"),
-        json!({}),
-    )
-    .await;
+    let second = claim_once(&api, &player.access, &event, &points).await;
     assert_eq!((second.status, second.code()), (409, "claim_limit_reached"));
-    let empty = claim(
-        &api,
-        &player.access,
-        &event,
-        &none_left,
-        &unique("key"),
-        json!({}),
-    )
-    .await;
+    let empty = claim_once(&api, &player.access, &event, &none_left).await;
     assert_eq!((empty.status, empty.code()), (409, "out_of_stock"));
 
-    let paused = api
-        .post(
-            &format!("/events/{event}/status"),
-            Some(&operator.access),
-            json!({ "status": "INACTIVE" }),
-        )
-        .await;
+    let paused = set_status(&api, &operator, &event, "INACTIVE").await;
     assert_eq!(paused.status, 200);
-    let inactive = claim(
-        &api,
-        &player.access,
-        &event,
-        &none_left,
-        &unique("key"),
-        json!({}),
-    )
-    .await;
+    let inactive = claim_once(&api, &player.access, &event, &none_left).await;
     assert_eq!(
         (inactive.status, inactive.code()),
         (409, "event_not_active")
     );
     // The condition of an inactive event may change; an ended event is final.
-    let ended = api
-        .post(
-            &format!("/events/{event}/status"),
-            Some(&operator.access),
-            json!({ "status": "ENDED" }),
-        )
-        .await;
+    let ended = set_status(&api, &operator, &event, "ENDED").await;
     assert_eq!(ended.status, 200);
-    let revived = api
-        .post(
-            &format!("/events/{event}/status"),
-            Some(&operator.access),
-            json!({ "status": "ACTIVE" }),
-        )
-        .await;
+    let revived = set_status(&api, &operator, &event, "ACTIVE").await;
     assert_eq!(
         (revived.status, revived.code()),
         (409, "invalid_transition")
@@ -365,16 +254,9 @@ async fn a_hundred_concurrent_claims_by_one_player_grant_once() {
     let api = Api::gateway();
     let operator = api.user_with_roles(&["OPERATOR"]).await;
     let auditor = api.user_with_roles(&["AUDITOR"]).await;
-    let event = active_event(
+    let (event, reward) = level_event(
         &api,
         &operator,
-        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
-    )
-    .await;
-    let reward = reward(
-        &api,
-        &operator,
-        &event,
         json!({ "type": "POINT", "amount": 7, "totalStock": 100 }),
     )
     .await;
@@ -426,17 +308,7 @@ async fn a_hundred_concurrent_claims_by_one_player_grant_once() {
     })
     .await;
     assert_eq!(claim["status"], "SUCCEEDED");
-    let inventory = api
-        .get(&format!("/inventory/{player}"), Some(&auditor.access))
-        .await;
-    assert_eq!(
-        (
-            inventory.body["points"].as_i64(),
-            inventory.body["grants"].as_i64()
-        ),
-        (Some(7), Some(1)),
-        "{inventory:?}"
-    );
+    assert_eq!(granted(&api, &auditor, &player).await, (Some(1), Some(7)));
 }
 
 #[tokio::test]
@@ -444,16 +316,9 @@ async fn two_hundred_players_racing_for_fifty_units_get_exactly_fifty() {
     let api = Api::gateway();
     let operator = api.user_with_roles(&["OPERATOR"]).await;
     let auditor = api.user_with_roles(&["AUDITOR"]).await;
-    let event = active_event(
+    let (event, reward) = level_event(
         &api,
         &operator,
-        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
-    )
-    .await;
-    let reward = reward(
-        &api,
-        &operator,
-        &event,
         json!({ "type": "COUPON", "couponTemplate": "RACE", "totalStock": 50 }),
     )
     .await;
@@ -548,13 +413,7 @@ async fn operators_edit_events_and_stock_within_the_rules_and_staff_read_every_c
     let new_condition = json!({ "condition": { "metric": "LEVEL", "op": ">=", "value": 2 } });
     let refused = patch(format!("/events/{event}"), new_condition.clone()).await;
     assert_eq!((refused.status, refused.code()), (409, "event_active"));
-    let paused = api
-        .post(
-            &format!("/events/{event}/status"),
-            Some(&operator.access),
-            json!({ "status": "INACTIVE" }),
-        )
-        .await;
+    let paused = set_status(&api, &operator, &event, "INACTIVE").await;
     assert_eq!(paused.status, 200);
     let changed = patch(format!("/events/{event}"), new_condition).await;
     assert_eq!(changed.status, 200, "{changed:?}");

@@ -10,10 +10,8 @@
 //!
 //! The tests in this file share those processes, so they run one at a time.
 
-use contracts::ActivityType;
 use e2e_tests::saga::*;
 use e2e_tests::{Api, ServiceProcess};
-use mongo_kit::mongodb::bson::DateTime;
 use serde_json::{Value, json};
 use std::time::Duration;
 use test_support::{poll_until, unique};
@@ -79,16 +77,9 @@ async fn claims_survive_event_and_fulfillment_processes_killed_mid_run() {
     let api = Api::gateway();
     let operator = api.user_with_roles(&["OPERATOR"]).await;
     let auditor = api.user_with_roles(&["AUDITOR"]).await;
-    let event = active_event(
+    let (event, reward) = level_event(
         &api,
         &operator,
-        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
-    )
-    .await;
-    let reward = reward(
-        &api,
-        &operator,
-        &event,
         json!({ "type": "POINT", "amount": 2, "totalStock": 1000 }),
     )
     .await;
@@ -147,16 +138,10 @@ async fn claims_survive_event_and_fulfillment_processes_killed_mid_run() {
         })
         .await;
         assert_eq!(settled["status"], "SUCCEEDED", "{settled}");
-        let inventory = api
-            .get(&format!("/inventory/{player}"), Some(&auditor.access))
-            .await;
         assert_eq!(
-            (
-                inventory.body["grants"].as_i64(),
-                inventory.body["points"].as_i64()
-            ),
+            granted(&api, &auditor, player).await,
             (Some(1), Some(2)),
-            "granted exactly once: {inventory:?}"
+            "granted exactly once"
         );
     }
     let state = reward_state(&api, &operator.access, &event, &reward).await;
@@ -175,16 +160,9 @@ async fn a_claim_without_a_result_is_recommanded_then_compensated_and_a_late_gra
     let api = Api::gateway();
     let operator = api.user_with_roles(&["OPERATOR"]).await;
     let auditor = api.user_with_roles(&["AUDITOR"]).await;
-    let event = active_event(
+    let (event, reward) = level_event(
         &api,
         &operator,
-        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
-    )
-    .await;
-    let reward = reward(
-        &api,
-        &operator,
-        &event,
         json!({ "type": "POINT", "amount": 9, "totalStock": 5 }),
     )
     .await;
@@ -240,16 +218,7 @@ async fn a_claim_without_a_result_is_recommanded_then_compensated_and_a_late_gra
     })
     .await;
     assert_eq!(steps(&late).last().unwrap(), "COMPLETED", "{late}");
-    let inventory = api
-        .get(&format!("/inventory/{player}"), Some(&auditor.access))
-        .await;
-    assert_eq!(
-        (
-            inventory.body["grants"].as_i64(),
-            inventory.body["points"].as_i64()
-        ),
-        (Some(1), Some(9))
-    );
+    assert_eq!(granted(&api, &auditor, &player).await, (Some(1), Some(9)));
     let state = reward_state(&api, &operator.access, &event, &reward).await;
     assert_eq!(state["reserved"].as_i64(), Some(1));
     stop_cleanly(impatient);
@@ -262,42 +231,17 @@ async fn a_ban_while_a_claim_is_pending_stops_new_claims_and_the_pending_one_set
     let operator = api.user_with_roles(&["OPERATOR"]).await;
     let admin = api.admin().await;
     let player = api.new_user().await;
-    let event = active_event(
+    let (event, reward) = level_event(
         &api,
         &operator,
-        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
-    )
-    .await;
-    let reward = reward(
-        &api,
-        &operator,
-        &event,
         json!({ "type": "POINT", "amount": 4, "perUserLimit": 5 }),
     )
     .await;
-    Game::connect()
-        .send(
-            &player.id,
-            ActivityType::LevelUp,
-            DateTime::now().timestamp_millis(),
-            |e| e.new_level = Some(1),
-        )
-        .await;
+    play_to_level(&api, &player, &event, 1).await;
     let direct = Direct::to_event_service();
-    direct
-        .wait_met(std::slice::from_ref(&player.id), &event)
-        .await;
 
     let frozen = Frozen::component("reward-fulfillment");
-    let pending = claim(
-        &api,
-        &player.access,
-        &event,
-        &reward,
-        &unique("key"),
-        json!({}),
-    )
-    .await;
+    let pending = claim_once(&api, &player.access, &event, &reward).await;
     assert_eq!(pending.status, 202, "{pending:?}");
     let id = pending.body["id"].as_str().unwrap().to_owned();
     let banned = api
@@ -312,15 +256,7 @@ async fn a_ban_while_a_claim_is_pending_stops_new_claims_and_the_pending_one_set
         Duration::from_secs(10),
         "the gateway to refuse the banned player",
         || async {
-            let reply = claim(
-                &api,
-                &player.access,
-                &event,
-                &reward,
-                &unique("key"),
-                json!({}),
-            )
-            .await;
+            let reply = claim_once(&api, &player.access, &event, &reward).await;
             matches!(reply.status, 401 | 403).then_some(())
         },
     )

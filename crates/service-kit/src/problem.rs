@@ -53,6 +53,26 @@ impl Problem {
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "No such resource")
     }
+
+    /// 503 for a database that failed us. The cause is logged, never shown to the client.
+    pub fn database_unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "database error");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "The database did not answer; try again",
+        )
+    }
+
+    /// 500 for a bug or broken invariant on our side. The cause is logged, never shown.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Something went wrong on our side",
+        )
+    }
 }
 
 impl IntoResponse for Problem {

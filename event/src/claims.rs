@@ -14,6 +14,7 @@
 //! claim of a reward writes, so holding it for the shortest time keeps concurrent claims
 //! from queueing behind each other's transactions.
 
+use crate::batch::{Batcher, Placed, limit_id};
 use crate::error::EventError;
 use crate::progress::{self, ProgressFolder};
 use crate::store::{ClaimDoc, EventDoc, RewardDoc, Step};
@@ -86,14 +87,6 @@ pub enum Claimed {
     Again(ClaimDoc),
 }
 
-/// Why the claim transaction gave up; carried through the driver's transaction runner.
-#[derive(Debug, Clone, Copy)]
-enum Refusal {
-    KeyTaken,
-    Limit,
-    OutOfStock,
-}
-
 #[derive(Clone)]
 pub struct Saga {
     client: Client,
@@ -105,12 +98,14 @@ pub struct Saga {
     users: Collection<UserState>,
     progress: ProgressFolder,
     outbox: Outbox,
+    batcher: Batcher,
     config: SagaConfig,
 }
 
 impl Saga {
     pub fn new(client: Client, db: &Database, outbox: Outbox, config: SagaConfig) -> Self {
         Self {
+            batcher: Batcher::new(client.clone(), db, outbox.clone()),
             client,
             events: db.collection("events"),
             rewards: db.collection("rewards"),
@@ -179,34 +174,24 @@ impl Saga {
 
         let claim = self.new_claim(&input, &reward, fingerprint, now);
         let command = self.outbox_entry(&claim, 1).await?;
-        match self.reserve(&claim, &reward, command).await {
-            Ok(()) => {
-                metrics::counter!("claims_total", "result" => "accepted").increment(1);
-                Ok(Claimed::New(claim))
-            }
-            Err(e) => {
-                let refusal = e.get_custom::<Refusal>().copied();
-                let label = match refusal {
-                    Some(Refusal::KeyTaken) => "repeated",
-                    Some(Refusal::Limit) => "limit_reached",
-                    Some(Refusal::OutOfStock) => "out_of_stock",
-                    None => "error",
-                };
-                metrics::counter!("claims_total", "result" => label).increment(1);
-                match refusal {
-                    // A concurrent request with the same key won the race.
-                    Some(Refusal::KeyTaken) => {
-                        let earlier = self
-                            .earlier(&input.user_id, &input.idempotency_key)
-                            .await?
-                            .ok_or_else(|| EventError::Internal("claim vanished".into()))?;
-                        same_request(earlier, &claim.fingerprint)
-                    }
-                    Some(Refusal::Limit) => Err(EventError::ClaimLimitReached),
-                    Some(Refusal::OutOfStock) => Err(EventError::OutOfStock),
-                    None => Err(e.into()),
-                }
-            }
+        let mut claim = claim;
+        claim.command_message_ids.push(command.id.clone());
+        let placed = self
+            .batcher
+            .place(claim.clone(), command, reward.per_user_limit)
+            .await;
+        let label = match &placed {
+            Ok(Placed::New) => "accepted",
+            Ok(Placed::Earlier(_)) => "repeated",
+            Err(EventError::ClaimLimitReached) => "limit_reached",
+            Err(EventError::OutOfStock) => "out_of_stock",
+            Err(_) => "error",
+        };
+        metrics::counter!("claims_total", "result" => label).increment(1);
+        match placed? {
+            Placed::New => Ok(Claimed::New(claim)),
+            // A concurrent request with the same key got there first.
+            Placed::Earlier(earlier) => same_request(*earlier, &claim.fingerprint),
         }
     }
 
@@ -294,72 +279,6 @@ impl Saga {
             .message(&command)
             .await
             .map_err(|e| EventError::Internal(format!("encoding the grant command: {e}")))
-    }
-
-    /// The claim's transaction. Refusals come back as custom errors carrying a [`Refusal`].
-    async fn reserve(
-        &self,
-        claim: &ClaimDoc,
-        reward: &RewardDoc,
-        command: OutboxEntry,
-    ) -> Result<(), mongo_kit::mongodb::error::Error> {
-        use mongo_kit::mongodb::error::Error;
-        let mut claim = claim.clone();
-        claim.command_message_ids.push(command.id.clone());
-        let (claims, limits, rewards, outbox) = (
-            self.claims.clone(),
-            self.limits.clone(),
-            self.rewards.clone(),
-            self.outbox.clone(),
-        );
-        let limit_id = limit_id(&claim.user_id, &claim.reward_id);
-        let per_user_limit = reward.per_user_limit;
-        let mut session = self.client.start_session().await?;
-        session
-            .start_transaction()
-            .and_run2(async move |s| {
-                match claims.insert_one(&claim).session(&mut *s).await {
-                    Err(e) if mongo_kit::is_duplicate_key(&e) => {
-                        return Err(Error::custom(Refusal::KeyTaken));
-                    }
-                    other => other?,
-                };
-                // Matches only below the limit; at the limit the upsert collides with the
-                // existing document instead.
-                let counted = limits
-                    .update_one(
-                        doc! { "_id": &limit_id, "count": { "$lt": per_user_limit } },
-                        doc! { "$inc": { "count": 1 } },
-                    )
-                    .upsert(true)
-                    .session(&mut *s)
-                    .await;
-                match counted {
-                    Err(e) if mongo_kit::is_duplicate_key(&e) => {
-                        return Err(Error::custom(Refusal::Limit));
-                    }
-                    other => other?,
-                };
-                outbox.write(s, std::slice::from_ref(&command)).await?;
-                let reserved = rewards
-                    .update_one(
-                        doc! {
-                            "_id": &claim.reward_id,
-                            "$or": [
-                                { "totalStock": null },
-                                { "$expr": { "$lt": ["$reserved", "$totalStock"] } },
-                            ],
-                        },
-                        doc! { "$inc": { "reserved": 1 } },
-                    )
-                    .session(&mut *s)
-                    .await?;
-                if reserved.matched_count == 0 {
-                    return Err(Error::custom(Refusal::OutOfStock));
-                }
-                Ok(())
-            })
-            .await
     }
 
     /// Fails a PENDING claim and gives back what it held. Returns whether it was PENDING.
@@ -490,10 +409,6 @@ impl Saga {
     pub async fn published(&self, claim: &ClaimDoc) -> Result<Vec<(String, DateTime)>, EventError> {
         Ok(self.outbox.published_at(&claim.command_message_ids).await?)
     }
-}
-
-fn limit_id(user_id: &str, reward_id: &str) -> String {
-    format!("{user_id}:{reward_id}")
 }
 
 fn same_request(earlier: ClaimDoc, fingerprint: &str) -> Result<Claimed, EventError> {

@@ -3,6 +3,7 @@
 //! per-user progress and runs the claim saga (reserve stock, command the grant, finish or
 //! compensate).
 
+mod batch;
 mod claims;
 mod condition;
 mod error;

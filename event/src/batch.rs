@@ -15,9 +15,10 @@
 //! batch is retried from the reads.
 
 use crate::error::EventError;
-use crate::store::ClaimDoc;
+use crate::store::{ClaimDoc, EventDoc};
+use http_api::events::EventStatus;
 use messaging::outbox::{Outbox, OutboxEntry};
-use mongo_kit::mongodb::bson::{Bson, Document, doc};
+use mongo_kit::mongodb::bson::{Bson, DateTime, Document, doc};
 use mongo_kit::mongodb::error::Error;
 use mongo_kit::mongodb::{Client, ClientSession, Collection, Database};
 use std::collections::{HashMap, HashSet};
@@ -31,7 +32,6 @@ const MAX_BATCH: usize = 256;
 pub struct Pending {
     pub claim: ClaimDoc,
     pub command: OutboxEntry,
-    pub per_user_limit: i32,
     pub reply: oneshot::Sender<Result<Placed, EventError>>,
 }
 
@@ -54,6 +54,7 @@ enum Decision {
     Earlier(Box<ClaimDoc>),
     LimitReached,
     OutOfStock,
+    EventNotActive,
 }
 
 #[derive(Clone)]
@@ -65,6 +66,7 @@ struct Inner {
     client: Client,
     db: Database,
     claims: Collection<ClaimDoc>,
+    events: Collection<EventDoc>,
     limits: Collection<Document>,
     rewards: Collection<Document>,
     outbox: Outbox,
@@ -78,6 +80,7 @@ impl Batcher {
                 client,
                 db: db.clone(),
                 claims: db.collection("claims"),
+                events: db.collection("events"),
                 limits: db.collection("claim_limits"),
                 rewards: db.collection("rewards"),
                 outbox,
@@ -87,17 +90,11 @@ impl Batcher {
     }
 
     /// Queues `claim` with the others of its reward and waits for the batch's verdict.
-    pub async fn place(
-        &self,
-        claim: ClaimDoc,
-        command: OutboxEntry,
-        per_user_limit: i32,
-    ) -> Result<Placed, EventError> {
+    pub async fn place(&self, claim: ClaimDoc, command: OutboxEntry) -> Result<Placed, EventError> {
         let (reply, verdict) = oneshot::channel();
         let pending = Pending {
             claim,
             command,
-            per_user_limit,
             reply,
         };
         self.queue(pending);
@@ -171,6 +168,7 @@ impl Inner {
                         Decision::Earlier(claim) => Ok(Placed::Earlier(claim)),
                         Decision::LimitReached => Err(EventError::ClaimLimitReached),
                         Decision::OutOfStock => Err(EventError::OutOfStock),
+                        Decision::EventNotActive => Err(EventError::EventNotActive),
                     };
                     let _ = pending.reply.send(verdict);
                 }
@@ -190,9 +188,9 @@ impl Inner {
         reward: &str,
         batch: &[Pending],
     ) -> Result<Vec<Decision>, Error> {
-        let items: Vec<(ClaimDoc, OutboxEntry, i32)> = batch
+        let items: Vec<(ClaimDoc, OutboxEntry)> = batch
             .iter()
-            .map(|p| (p.claim.clone(), p.command.clone(), p.per_user_limit))
+            .map(|p| (p.claim.clone(), p.command.clone()))
             .collect();
         let reward = reward.to_owned();
         let mut session = self.client.start_session().await?;
@@ -214,13 +212,13 @@ impl Inner {
         &self,
         s: &mut ClientSession,
         reward_id: &str,
-        items: &[(ClaimDoc, OutboxEntry, i32)],
+        items: &[(ClaimDoc, OutboxEntry)],
     ) -> Result<Vec<Decision>, Error> {
         use futures::TryStreamExt;
         // Earlier claims with the same keys.
         let keys: Vec<Document> = items
             .iter()
-            .map(|(c, _, _)| doc! { "userId": &c.user_id, "idempotencyKey": &c.idempotency_key })
+            .map(|(c, _)| doc! { "userId": &c.user_id, "idempotencyKey": &c.idempotency_key })
             .collect();
         let earlier: Vec<ClaimDoc> = self
             .claims
@@ -237,7 +235,7 @@ impl Inner {
         // Per-user counts.
         let limit_ids: Vec<String> = items
             .iter()
-            .map(|(c, _, _)| limit_id(&c.user_id, &c.reward_id))
+            .map(|(c, _)| limit_id(&c.user_id, &c.reward_id))
             .collect();
         let counts: HashMap<String, i64> = self
             .limits
@@ -264,13 +262,32 @@ impl Inner {
             _ => None,
         };
         let mut available = total.map(|t| (t - reserved).max(0));
+        // The limit and the event as they are now, not as each request saw them: a batch
+        // may commit a while after its claims were checked.
+        let limit = match count_in(&reward, "perUserLimit") {
+            0 => 1,
+            n => n,
+        };
+        let event_id = items
+            .first()
+            .map(|(c, _)| c.event_id.clone())
+            .unwrap_or_default();
+        let now = DateTime::now();
+        let open = self
+            .events
+            .find_one(doc! { "_id": &event_id })
+            .session(&mut *s)
+            .await?
+            .is_some_and(|e| e.effective_status(now) == EventStatus::Active && now >= e.starts_at);
 
         let mut decisions = Vec::with_capacity(items.len());
-        for ((claim, _, limit), limit_id) in items.iter().zip(&limit_ids) {
+        for ((claim, _), limit_id) in items.iter().zip(&limit_ids) {
             let key = (claim.user_id.clone(), claim.idempotency_key.clone());
             let decision = if let Some(earlier) = earlier.get(&key) {
                 Decision::Earlier(Box::new(earlier.clone()))
-            } else if counts.get(limit_id).copied().unwrap_or(0) >= i64::from(*limit) {
+            } else if !open {
+                Decision::EventNotActive
+            } else if counts.get(limit_id).copied().unwrap_or(0) >= limit {
                 Decision::LimitReached
             } else if available == Some(0) {
                 Decision::OutOfStock
@@ -293,7 +310,7 @@ impl Inner {
             .iter()
             .map(|&i| {
                 doc! {
-                    "q": { "_id": &limit_ids[i], "count": { "$lt": items[i].2 } },
+                    "q": { "_id": &limit_ids[i], "count": { "$lt": limit } },
                     "u": { "$inc": { "count": 1 } },
                     "upsert": true,
                 }

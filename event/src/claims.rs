@@ -176,15 +176,13 @@ impl Saga {
         let command = self.outbox_entry(&claim, 1).await?;
         let mut claim = claim;
         claim.command_message_ids.push(command.id.clone());
-        let placed = self
-            .batcher
-            .place(claim.clone(), command, reward.per_user_limit)
-            .await;
+        let placed = self.batcher.place(claim.clone(), command).await;
         let label = match &placed {
             Ok(Placed::New) => "accepted",
             Ok(Placed::Earlier(_)) => "repeated",
             Err(EventError::ClaimLimitReached) => "limit_reached",
             Err(EventError::OutOfStock) => "out_of_stock",
+            Err(EventError::EventNotActive) => "event_not_active",
             Err(_) => "error",
         };
         metrics::counter!("claims_total", "result" => label).increment(1);
@@ -274,6 +272,12 @@ impl Saga {
             quantity: claim.grant.quantity,
             coupon_template: claim.grant.coupon_template.clone(),
             attempt,
+            // The last check of the claim comes no earlier than this, so a claim that is given
+            // up on cannot be granted afterwards by a command still on its way.
+            expires_at: Some(
+                claim.created_at.timestamp_millis()
+                    + claim.result_timeout_ms * i64::from(claim.max_attempts),
+            ),
         };
         self.outbox
             .message(&command)
@@ -345,26 +349,34 @@ impl Saga {
         let overdue: Vec<ClaimDoc> = self
             .claims
             .find(doc! { "status": "PENDING", "nextCheckAt": { "$lte": DateTime::now() } })
+            .sort(doc! { "nextCheckAt": 1 })
             .limit(200)
             .await?
             .try_collect()
             .await?;
         for claim in overdue {
-            if claim.attempts < claim.max_attempts {
-                self.recommand(&claim).await?;
-            } else {
-                let reason = format!("no grant result after {} attempts", claim.attempts);
-                let mut session = self.client.start_session().await?;
-                let saga = self.clone();
-                session
-                    .start_transaction()
-                    .and_run2(async move |s| {
-                        let step = Step::now(ClaimStep::Compensated, Some(reason.clone()));
-                        saga.compensate(s, &claim, &reason, vec![step]).await
-                    })
-                    .await?;
+            // One claim that cannot be handled now must not hold up the others.
+            if let Err(e) = self.retry_or_give_up(claim).await {
+                tracing::warn!(error = %e, "an overdue claim could not be handled; next round retries");
             }
         }
+        Ok(())
+    }
+
+    async fn retry_or_give_up(&self, claim: ClaimDoc) -> Result<(), EventError> {
+        if claim.attempts < claim.max_attempts {
+            return self.recommand(&claim).await;
+        }
+        let reason = format!("no grant result after {} attempts", claim.attempts);
+        let mut session = self.client.start_session().await?;
+        let saga = self.clone();
+        session
+            .start_transaction()
+            .and_run2(async move |s| {
+                let step = Step::now(ClaimStep::Compensated, Some(reason.clone()));
+                saga.compensate(s, &claim, &reason, vec![step]).await
+            })
+            .await?;
         Ok(())
     }
 

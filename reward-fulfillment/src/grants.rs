@@ -48,7 +48,8 @@ impl Grants {
         } else {
             1.0
         };
-        let decision = decide(command, &self.failure, roll);
+        let now = mongo_kit::mongodb::bson::DateTime::now().timestamp_millis();
+        let decision = decide(command, &self.failure, roll, now);
         let coupon_code = match (&decision, command.coupon_template.as_deref()) {
             (Ok(Grant::Coupon), Some(template)) => Some(coupon_code(template.trim())?),
             _ => None,
@@ -156,11 +157,20 @@ pub enum Grant {
 
 /// The decision on a command never seen before: what to grant, or why it FAILS.
 /// `roll` is uniform in `[0, 1)`; the grant fails by injection when it is below `failure.rate`.
+/// A command past its `expiresAt` fails: the claim behind it has been (or is about to be)
+/// given up on and its stock released, so granting now would oversell.
 pub fn decide(
     command: &GrantRewardCommand,
     failure: &FailureConfig,
     roll: f64,
+    now_ms: i64,
 ) -> Result<Grant, String> {
+    if let Some(expires) = command.expires_at.filter(|&e| now_ms >= e) {
+        return Err(format!(
+            "the command expired {} ms before it arrived",
+            now_ms - expires
+        ));
+    }
     let grant = match command.reward_type {
         RewardType::Point => match command.points {
             Some(points) if points > 0 => Grant::Points(points),
@@ -267,6 +277,8 @@ fn outcome_label(outcome: GrantOutcome) -> &'static str {
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_800_000_000_000;
+
     fn command(reward_type: RewardType) -> GrantRewardCommand {
         GrantRewardCommand {
             envelope: Envelope::new("test"),
@@ -281,6 +293,7 @@ mod tests {
             quantity: None,
             coupon_template: None,
             attempt: 1,
+            expires_at: None,
         }
     }
 
@@ -299,18 +312,18 @@ mod tests {
             points: Some(50),
             ..command(RewardType::Point)
         };
-        assert_eq!(decide(&points, &none, 0.0), Ok(Grant::Points(50)));
+        assert_eq!(decide(&points, &none, 0.0, NOW), Ok(Grant::Points(50)));
         let item = GrantRewardCommand {
             item_code: Some("sword".into()),
             quantity: Some(2),
             ..command(RewardType::Item)
         };
-        assert_eq!(decide(&item, &none, 0.0), Ok(Grant::Item(2)));
+        assert_eq!(decide(&item, &none, 0.0, NOW), Ok(Grant::Item(2)));
         let coupon = GrantRewardCommand {
             coupon_template: Some("WELCOME".into()),
             ..command(RewardType::Coupon)
         };
-        assert_eq!(decide(&coupon, &none, 0.0), Ok(Grant::Coupon));
+        assert_eq!(decide(&coupon, &none, 0.0, NOW), Ok(Grant::Coupon));
     }
 
     #[test]
@@ -350,7 +363,7 @@ mod tests {
             ),
         ];
         for (command, expected) in cases {
-            let reason = decide(&command, &none, 0.5).unwrap_err();
+            let reason = decide(&command, &none, 0.5, NOW).unwrap_err();
             assert!(reason.contains(expected), "{reason:?} lacks {expected:?}");
         }
     }
@@ -362,19 +375,22 @@ mod tests {
             quantity: Some(1),
             ..command(RewardType::Item)
         };
-        let reason = decide(&item, &failing(&["cursed-sword"], 0.0), 0.99).unwrap_err();
+        let reason = decide(&item, &failing(&["cursed-sword"], 0.0), 0.99, NOW).unwrap_err();
         assert!(reason.contains("cursed-sword"), "{reason}");
-        assert!(decide(&item, &failing(&["other"], 0.0), 0.0).is_ok());
+        assert!(decide(&item, &failing(&["other"], 0.0), 0.0, NOW).is_ok());
 
         let points = GrantRewardCommand {
             points: Some(5),
             ..command(RewardType::Point)
         };
         let half = failing(&[], 0.5);
-        assert_eq!(decide(&points, &half, 0.49), Err(INJECTED_FAILURE.into()));
-        assert!(decide(&points, &half, 0.5).is_ok());
-        assert!(decide(&points, &failing(&[], 1.0), 0.999_999).is_err());
-        assert!(decide(&points, &failing(&[], 0.0), 0.0).is_ok());
+        assert_eq!(
+            decide(&points, &half, 0.49, NOW),
+            Err(INJECTED_FAILURE.into())
+        );
+        assert!(decide(&points, &half, 0.5, NOW).is_ok());
+        assert!(decide(&points, &failing(&[], 1.0), 0.999_999, NOW).is_err());
+        assert!(decide(&points, &failing(&[], 0.0), 0.0, NOW).is_ok());
     }
 
     #[test]
@@ -386,5 +402,17 @@ mod tests {
         assert_ne!(code, coupon_code("WELCOME").unwrap());
         let roll = random_unit().unwrap();
         assert!((0.0..1.0).contains(&roll));
+    }
+
+    #[test]
+    fn an_expired_command_fails_whatever_it_grants() {
+        let command = GrantRewardCommand {
+            points: Some(5),
+            expires_at: Some(1_000),
+            ..command(RewardType::Point)
+        };
+        let reason = decide(&command, &FailureConfig::default(), 0.9, 1_500).unwrap_err();
+        assert!(reason.contains("expired 500 ms"), "{reason}");
+        assert!(decide(&command, &FailureConfig::default(), 0.9, 999).is_ok());
     }
 }

@@ -39,6 +39,7 @@ fn command(user_id: &str, reward_type: RewardType) -> GrantRewardCommand {
         quantity: None,
         coupon_template: None,
         attempt: 1,
+        expires_at: None,
     }
 }
 

@@ -155,7 +155,8 @@ async fn claims_survive_event_and_fulfillment_processes_killed_mid_run() {
 }
 
 #[tokio::test]
-async fn a_claim_without_a_result_is_recommanded_then_compensated_and_a_late_grant_still_counts() {
+async fn a_claim_without_a_result_is_recommanded_then_compensated_and_its_expired_commands_grant_nothing()
+ {
     let _serial = ONE_AT_A_TIME.lock().await;
     let api = Api::gateway();
     let operator = api.user_with_roles(&["OPERATOR"]).await;
@@ -211,17 +212,53 @@ async fn a_claim_without_a_result_is_recommanded_then_compensated_and_a_late_gra
 
     // Fulfillment comes back and works through three copies of one command: one grant, and
     // the claim follows the grant.
+    // Fulfillment comes back to three copies of a command whose claim was given up on: the
+    // command has expired, so each is answered FAILED and nothing is granted.
     drop(frozen);
-    let late = poll_until(Duration::from_secs(60), "the late result", || async {
-        let body = claim_status(&stable, &player, &id).await;
-        (body["status"] == "SUCCEEDED").then_some(body)
+    let results = poll_until(Duration::from_secs(60), "fulfillment's answers", || async {
+        let answers = results_for(&id).await;
+        (answers.len() == 3).then_some(answers)
     })
     .await;
-    assert_eq!(steps(&late).last().unwrap(), "COMPLETED", "{late}");
-    assert_eq!(granted(&api, &auditor, &player).await, (Some(1), Some(9)));
+    for answer in &results {
+        assert_eq!(answer["outcome"], "FAILED", "{answer}");
+        assert!(
+            answer["reason"].as_str().unwrap().contains("expired"),
+            "{answer}"
+        );
+    }
+    assert_eq!(granted(&api, &auditor, &player).await, (Some(0), Some(0)));
+    assert_eq!(
+        claim_status(&stable, &player, &id).await["status"],
+        "FAILED"
+    );
     let state = reward_state(&api, &operator.access, &event, &reward).await;
-    assert_eq!(state["reserved"].as_i64(), Some(1));
+    assert_eq!(
+        state["reserved"].as_i64(),
+        Some(0),
+        "the stock stays released"
+    );
     stop_cleanly(impatient);
+}
+
+/// Every GrantResultEvent for `claim` on reward.grant-results, decoded.
+async fn results_for(claim: &str) -> Vec<Value> {
+    let registry = messaging::SchemaRegistry::new(&test_support::registry()).unwrap();
+    let mut found = Vec::new();
+    messaging::inspect::inspect(
+        &test_support::kafka(),
+        &registry,
+        contracts::topics::GRANT_RESULTS,
+        &messaging::inspect::InspectOptions::default(),
+        |message| {
+            if message["value"]["claimId"] == claim {
+                found.push(message["value"].clone());
+            }
+        },
+    )
+    .await
+    .unwrap();
+    found
 }
 
 #[tokio::test]

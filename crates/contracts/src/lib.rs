@@ -223,6 +223,8 @@ pub struct GrantRewardCommand {
     pub quantity: Option<i32>,
     pub coupon_template: Option<String>,
     pub attempt: i32,
+    /// Epoch milliseconds after which the command must not be granted (answered FAILED).
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -368,6 +370,7 @@ mod tests {
             quantity: Some(1),
             coupon_template: None,
             attempt: 2,
+            expires_at: Some(1_800_000_000_000),
         });
         round_trip(GrantResultEvent {
             envelope: envelope(),

@@ -47,7 +47,7 @@ pub struct ConsumerConfig {
     /// Most messages applied in one transaction.
     pub batch_size: usize,
     /// Attempts at a batch (then at each of its messages) before a message is dead-lettered.
-    /// Unreachable infrastructure does not count.
+    /// Unreachable infrastructure and lost write conflicts do not count.
     pub max_attempts: u32,
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
@@ -497,8 +497,12 @@ impl<H: Handler> ConsumerRunner<H> {
                 Err(e) => e,
             };
             self.count("consumer_retries_total", 1);
-            let unreachable = matches!(&error, HandlerError::Mongo(e) if is_unreachable(e));
-            if !unreachable {
+            // Neither an unreachable database nor a transaction that lost a write conflict
+            // says anything about the messages: retry without using up their attempts.
+            let not_their_fault = matches!(&error, HandlerError::Mongo(e)
+                if is_unreachable(e)
+                    || e.contains_label(mongo_kit::mongodb::error::TRANSIENT_TRANSACTION_ERROR));
+            if !not_their_fault {
                 counted += 1;
                 if counted >= self.config.max_attempts {
                     return Applied::Exhausted(counted, error.to_string());

@@ -305,7 +305,11 @@ impl Inner {
             return Ok(decisions);
         }
         let claims: Vec<&ClaimDoc> = accepted.iter().map(|&i| &items[i].0).collect();
-        self.claims.insert_many(claims).session(&mut *s).await?;
+        // A duplicate key means another instance's batch took a key since our read.
+        match self.claims.insert_many(claims).session(&mut *s).await {
+            Err(e) if mongo_kit::is_duplicate_key(&e) => return Err(Error::custom(Raced)),
+            other => other?,
+        };
         let updates: Vec<Document> = accepted
             .iter()
             .map(|&i| {

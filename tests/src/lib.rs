@@ -3,6 +3,7 @@
 //! this library holds what several of them share, and `src/bin/` holds harness processes
 //! that tests kill on purpose.
 
+pub mod bench;
 pub mod effects;
 pub mod saga;
 

@@ -8,6 +8,7 @@
 //! ./dev test      lints, then fresh infrastructure and services on free ports, all tests,
 //!                 tear down
 //! ./dev env       export lines pointing tests and tools at the `up` instance
+//! ./dev bench     release build, then the benchmark harness against the `up` instance
 //! ./dev logs X    follow the log of component X
 //! ./dev topic T   print topic T's messages decoded to JSON through the registry
 //! ```
@@ -60,6 +61,13 @@ enum Cmd {
     },
     /// Print `export` lines that point `cargo test` and tools at the `up` instance.
     Env,
+    /// Build release binaries and run the benchmark harness against the `up` instance
+    /// (`./dev bench --help` after `--` lists its flags: --scenario, --duration, ...).
+    Bench {
+        /// Arguments for the harness, e.g. `--scenario claims,saga --duration 20`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Follow a component's log (mongod, kafka, schema-registry, or a service name).
     Logs { component: String },
     /// Print a topic's messages as JSON lines: partition, offset, key, headers and the value
@@ -132,6 +140,7 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bench { args } => bench(&home, dev()?, &args).await,
         Cmd::Topic {
             topic,
             partition,
@@ -200,6 +209,35 @@ async fn up(home: &Home, release: bool) -> anyhow::Result<ExitCode> {
     );
     println!("up in {:.1?}", started.elapsed());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the harness (a release build) against the `up` instance, which it finds through
+/// the same variables `./dev env` prints. Refuses when the instance is not up and healthy:
+/// figures from a half-started instance would mislead.
+async fn bench(home: &Home, instance: Instance, args: &[String]) -> anyhow::Result<ExitCode> {
+    let (table, healthy) = instance.status().await;
+    anyhow::ensure!(
+        healthy,
+        "the `./dev up` instance is not running (or not healthy); start it with \
+         `./dev up --release` first.\n{table}"
+    );
+    // The harness and game-sim (its activity load generator) sit side by side here.
+    cargo(&["build", "--release", "--workspace", "--bins"]).await?;
+    let harness = home.target_dir().join("release").join("bench");
+    let status = tokio::select! {
+        status = tokio::process::Command::new(&harness)
+            .kill_on_drop(true)
+            .args(args)
+            .envs(instance.test_env())
+            .current_dir(workspace_root())
+            .status() => status.with_context(|| format!("running {}", harness.display()))?,
+        signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+    };
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn down(home: &Home, instance: Instance, reset: bool) -> anyhow::Result<ExitCode> {

@@ -42,3 +42,20 @@ fn every_scenario_runs_and_reports() {
     assert!(results["commit"].is_string() && results["mongo_placement"].is_string());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Not a check: a longer run of the harness against the private test instance, for figures
+/// when the `./dev up --release` instance is not available. `BENCH_ARGS` holds its flags.
+/// `BENCH_ARGS="--duration 5" ./dev test --no-lint -p e2e-tests --test bench_smoke -- --ignored`
+#[test]
+#[ignore = "minutes long; run on demand for figures"]
+fn figures_from_the_test_instance() {
+    let args = std::env::var("BENCH_ARGS").unwrap_or_else(|_| "--duration 5".into());
+    let out = std::env::temp_dir().join(test_support::unique("bench-figures"));
+    let status = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(args.split_whitespace())
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("running the bench binary");
+    assert!(status.success(), "bench failed: {status}");
+}

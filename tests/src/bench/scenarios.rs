@@ -291,13 +291,25 @@ pub async fn ingest(setup: &Setup, options: &Options) -> anyhow::Result<Scenario
     let recorder = Recorder::new("ingest");
     let started = Instant::now();
     let mut lag_series = Vec::new();
-    let mut producing = true;
     let mut last_processed = processed_before;
     let mut caught_up_at = None;
+    // Known once game-sim has exited: what the broker acknowledged, i.e. what the consumer
+    // has to process to have caught up.
+    let mut produced: Option<(Value, std::process::ExitStatus)> = None;
+    let mut summary = Some(summary);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if producing && child.try_wait()?.is_some() {
-            producing = false;
+        if produced.is_none()
+            && let Some(status) = child.try_wait()?
+            && let Some(task) = summary.take()
+        {
+            let json = task
+                .await?
+                .lines()
+                .rev()
+                .find_map(|l| serde_json::from_str(l).ok())
+                .unwrap_or(Value::Null);
+            produced = Some((json, status));
         }
         let (lag, processed) = progress_consumer(&client, &metrics)
             .await
@@ -309,23 +321,29 @@ pub async fn ingest(setup: &Setup, options: &Options) -> anyhow::Result<Scenario
         lag_series.push(json!({ "at_secs": t, "lag": lag, "processed_per_sec": per_sec, "progress_docs": docs }));
         eprintln!(
             "[ingest] {t:>5.1}s consumed {per_sec:>7.0}/s lag {lag:>7.0} progress docs {docs}{}",
-            if producing { "" } else { " (producer done)" }
+            if produced.is_none() {
+                ""
+            } else {
+                " (producer done)"
+            }
         );
-        if !producing && lag == 0.0 {
-            caught_up_at = Some(started.elapsed());
-            break;
-        }
-        if !producing && started.elapsed() > Duration::from_secs(options.duration + 120) {
-            break;
+        if let Some((json, _)) = &produced {
+            // The lag gauge refreshes with librdkafka's statistics, so the processed count
+            // is the firmer sign of having caught up.
+            let acknowledged = json["acknowledged"].as_f64().unwrap_or(0.0);
+            if processed - processed_before >= acknowledged || (json.is_null() && lag == 0.0) {
+                caught_up_at = Some(started.elapsed());
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(options.duration + 120) {
+                break;
+            }
         }
     }
-    let status = child.wait().await?;
-    let summary: Value = summary
-        .await?
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or(Value::Null);
+    let (summary, status) = match produced {
+        Some(done) => done,
+        None => (Value::Null, child.wait().await?),
+    };
     let consumed = last_processed - processed_before;
     let took = caught_up_at.unwrap_or(started.elapsed());
     let lags: Vec<f64> = lag_series
@@ -400,7 +418,6 @@ pub async fn gateway(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Sce
                 );
                 tokio::spawn(async move {
                     let player = &players[i % players.len()];
-                    let assertion = auth.assertion(&player.id);
                     while Instant::now() < deadline {
                         let request = if via_gateway {
                             gateway
@@ -409,7 +426,7 @@ pub async fn gateway(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Sce
                         } else {
                             auth.api
                                 .request(Method::GET, "/users/me")
-                                .header(IDENTITY_HEADER, &assertion)
+                                .header(IDENTITY_HEADER, auth.assertion(&player.id))
                         };
                         let (latency, outcome) = timed(request, 200).await;
                         recorder.record(latency, outcome);

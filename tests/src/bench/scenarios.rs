@@ -151,12 +151,18 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
     stop.cancel();
     ticker.await?;
 
-    // Every accepted claim terminal: how long after the load stopped.
+    // Every accepted claim terminal: how long after the load stopped. Only this scenario's
+    // players: the claims scenario used the same event.
     let claims = setup.event_db.collection::<Document>("claims");
+    let ours = doc! { "eventId": &setup.event, "userId": { "$in": ids.as_slice() } };
     let settling = Instant::now();
     let settled_after = loop {
         let pending = claims
-            .count_documents(doc! { "eventId": &setup.event, "status": "PENDING" })
+            .count_documents({
+                let mut pending = ours.clone();
+                pending.insert("status", "PENDING");
+                pending
+            })
             .await?;
         if pending == 0 {
             break Some(settling.elapsed());
@@ -168,7 +174,7 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
     };
     let saga = Recorder::new("saga-settle");
     let mut statuses = std::collections::BTreeMap::<String, u64>::new();
-    let mut cursor = claims.find(doc! { "eventId": &setup.event }).await?;
+    let mut cursor = claims.find(ours).await?;
     while let Some(claim) = cursor.try_next().await? {
         *statuses
             .entry(claim.get_str("status").unwrap_or("?").to_owned())

@@ -29,6 +29,8 @@ pub struct Options {
     pub rate: u64,
     /// Activity records per second of the ingestion scenario.
     pub ingest_rate: u64,
+    /// Players of the claims scenario, instead of duration x the expected rate.
+    pub players: Option<usize>,
     /// Where `<timestamp>/` with results.json and plots goes.
     pub out: PathBuf,
     /// Tiny pools and seconds-long runs: proves the harness works, measures nothing.
@@ -89,6 +91,7 @@ pub async fn run(options: Options) -> anyhow::Result<(PathBuf, bool)> {
             "scenarios": options.scenarios, "duration_secs": options.duration,
             "concurrency": options.concurrency, "rate": options.rate,
             "ingest_rate": options.ingest_rate, "smoke": options.smoke,
+            "players": options.players,
         },
         "event": setup.event,
     });

@@ -52,9 +52,11 @@ pub async fn claims(setup: &Setup, options: &Options) -> anyhow::Result<Scenario
     } else {
         EXPECTED_CLAIMS_PER_SEC
     };
-    let pool = (options.duration as usize * expected)
-        .max(options.concurrency)
-        .min(POOL_CAP);
+    let pool = options.players.unwrap_or(
+        (options.duration as usize * expected)
+            .max(options.concurrency)
+            .min(POOL_CAP),
+    );
     let players = Arc::new(players(setup, pool).await?);
     let ids: Vec<String> = players.iter().map(|p| p.id.clone()).collect();
     setup.level_up(&ids, Duration::from_secs(120)).await?;

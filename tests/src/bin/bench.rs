@@ -28,6 +28,10 @@ struct Args {
     /// Activity records per second of the ingestion scenario.
     #[arg(long)]
     ingest_rate: Option<u64>,
+    /// Players of the claims scenario (default: duration x 700/s, at most 20000; a run
+    /// ends early when they have all claimed).
+    #[arg(long)]
+    players: Option<usize>,
     /// Results go to DIR/<timestamp>/.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -66,6 +70,7 @@ async fn main() -> ExitCode {
         ingest_rate: args
             .ingest_rate
             .unwrap_or(if args.smoke { 200 } else { 5_000 }),
+        players: args.players,
         out: args.out,
         smoke: args.smoke,
     };

@@ -81,7 +81,7 @@ pub async fn run(options: Options) -> anyhow::Result<(PathBuf, bool)> {
         .map(|p| (p.name.clone(), procs::rss_mib(p.pid).unwrap_or(0.0)))
         .collect();
 
-    let setup = prepare::Setup::new().await?;
+    let setup = prepare::Setup::new(processes.clone()).await?;
     let context = json!({
         "commit": commit(),
         "mongo_placement": mongo_placement(&setup.event_db.client().database("admin")).await,
@@ -106,7 +106,6 @@ pub async fn run(options: Options) -> anyhow::Result<(PathBuf, bool)> {
     let mut all_ran = true;
     for name in options.scenarios.iter().filter(|s| *s != "memory") {
         eprintln!("[bench] scenario {name}");
-        let sampler = procs::Sampler::start(processes.clone());
         let outcome = match name.as_str() {
             "claims" => scenarios::claims(&setup, &options).await.map(|r| vec![r]),
             "saga" => scenarios::saga(&setup, &options).await,
@@ -114,25 +113,27 @@ pub async fn run(options: Options) -> anyhow::Result<(PathBuf, bool)> {
             "gateway" => scenarios::gateway(&setup, &options).await,
             other => Err(anyhow::anyhow!("unknown scenario {other}")),
         };
-        let usage = sampler.finish();
-        for (i, row) in usage.as_array().into_iter().flatten().enumerate() {
-            if let Some(peak) = peaks.get_mut(i) {
-                *peak = peak.max(row["rss_mib_max"].as_f64().unwrap_or(0.0));
-            }
-        }
         match outcome {
             Ok(rows) => {
-                for mut row in rows {
-                    row.figures["processes"] = usage.clone();
+                for row in rows {
+                    // Samples cover each scenario's load only, so peaks are "under the loads".
+                    for (i, usage) in row.figures["processes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                    {
+                        if let Some(peak) = peaks.get_mut(i) {
+                            *peak = peak.max(usage["rss_mib_max"].as_f64().unwrap_or(0.0));
+                        }
+                    }
                     results.push(row);
                 }
             }
             Err(e) => {
                 eprintln!("[bench] scenario {name} failed: {e:#}");
                 all_ran = false;
-                let mut row = ScenarioResult::failed(name, &e);
-                row.figures["processes"] = usage;
-                results.push(row);
+                results.push(ScenarioResult::failed(name, &e));
             }
         }
     }

@@ -74,14 +74,8 @@ pub fn table(context: &Value, results: &[ScenarioResult]) {
             print!(" {:>18}", name);
         }
         println!();
-        let mut seen = std::collections::HashSet::new();
         for r in with_processes {
-            // The rows of one scenario (saga, gateway) share one sampling.
-            let group = r.name.split(':').next().unwrap_or(&r.name).to_owned();
-            if !seen.insert(group.clone()) {
-                continue;
-            }
-            print!("{group:<32}");
+            print!("{:<32}", r.name);
             for p in r.figures["processes"].as_array().into_iter().flatten() {
                 print!(
                     " {:>18}",
@@ -92,7 +86,7 @@ pub fn table(context: &Value, results: &[ScenarioResult]) {
         }
     }
     if let Some(memory) = results.iter().find(|r| r.name == "memory") {
-        println!("\nmemory: RSS MiB idle -> peak under load");
+        println!("\nmemory: RSS MiB idle -> peak during the scenarios' load");
         for p in memory.figures["processes"].as_array().into_iter().flatten() {
             println!(
                 "  {:<20} {:>8} -> {:>8}",

@@ -33,10 +33,17 @@ pub struct Setup {
     pub event: String,
     pub reward: String,
     pub event_db: mongo_kit::mongodb::Database,
+    /// The instance's processes, sampled around each scenario's load (not its preparation,
+    /// whose argon2 work would swamp the figures).
+    pub processes: Vec<super::procs::Process>,
 }
 
 impl Setup {
-    pub async fn new() -> anyhow::Result<Self> {
+    pub fn sample(&self) -> super::procs::Sampler {
+        super::procs::Sampler::start(self.processes.clone())
+    }
+
+    pub async fn new(processes: Vec<super::procs::Process>) -> anyhow::Result<Self> {
         let gateway = Api::gateway();
         let auth = Api::new(test_support::service_url("auth"));
         let operator = operator(&gateway, &auth).await?;
@@ -54,6 +61,7 @@ impl Setup {
             operator,
             event,
             reward,
+            processes,
         })
     }
 

@@ -61,6 +61,7 @@ pub async fn claims(setup: &Setup, options: &Options) -> anyhow::Result<Scenario
     let ids: Vec<String> = players.iter().map(|p| p.id.clone()).collect();
     setup.level_up(&ids, Duration::from_secs(120)).await?;
 
+    let sampler = setup.sample();
     let recorder = Recorder::new("claims");
     let stop = CancellationToken::new();
     let ticker = recorder.ticker(stop.clone());
@@ -104,7 +105,9 @@ pub async fn claims(setup: &Setup, options: &Options) -> anyhow::Result<Scenario
     {
         notes.push(format!("player pool ran out after {took:.1?}"));
     }
-    Ok(ScenarioResult::new("claims", &recorder, took, notes))
+    let mut result = ScenarioResult::new("claims", &recorder, took, notes);
+    result.figures["processes"] = sampler.finish();
+    Ok(result)
 }
 
 /// (2) Claims at a steady `rate` (open loop), straight to the event service with identity
@@ -121,6 +124,7 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
     setup.level_up(&ids, Duration::from_secs(120)).await?;
 
     let direct = Arc::new(Direct::to_event_service());
+    let sampler = setup.sample();
     let recorder = Recorder::new("saga");
     let stop = CancellationToken::new();
     let ticker = recorder.ticker(stop.clone());
@@ -207,7 +211,7 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
         ),
         None => "claims still PENDING 120 s after load stopped".to_owned(),
     };
-    let accepted = ScenarioResult::new(
+    let mut accepted = ScenarioResult::new(
         "saga",
         &recorder,
         took,
@@ -225,6 +229,8 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
     settled.figures["statuses"] = json!(statuses);
     settled.figures["settled_after_secs"] = json!(settled_after.map(|d| d.as_secs_f64()));
     settled.figures["rate"] = Value::Null;
+    // Load and settling together: the saga's work continues after the last claim.
+    accepted.figures["processes"] = sampler.finish();
     Ok(vec![accepted, settled])
 }
 
@@ -265,6 +271,7 @@ pub async fn ingest(setup: &Setup, options: &Options) -> anyhow::Result<Scenario
         .ok_or_else(|| anyhow::anyhow!("no consumer metrics at {metrics}"))?;
     let progress_before = progress.estimated_document_count().await?;
 
+    let sampler = setup.sample();
     let mut child = tokio::process::Command::new(&game_sim)
         .args(["load", "--json", "--quiet", "--seed", "1"])
         .args(["--users", &users.to_string()])
@@ -393,6 +400,7 @@ pub async fn ingest(setup: &Setup, options: &Options) -> anyhow::Result<Scenario
         result.figures["errors"] = json!({ "game-sim": summary["errors"].as_u64().unwrap_or(1) });
     }
     result.figures["game_sim"] = summary;
+    result.figures["processes"] = sampler.finish();
     result.figures["lag"] = Value::Array(lag_series);
     result.figures["progress_docs_added"] =
         json!(progress.estimated_document_count().await? as i64 - progress_before as i64);
@@ -411,6 +419,7 @@ pub async fn gateway(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Sce
         } else {
             "gateway:/users/me direct"
         };
+        let sampler = setup.sample();
         let recorder = Recorder::new(name);
         let stop = CancellationToken::new();
         let ticker = recorder.ticker(stop.clone());
@@ -448,12 +457,14 @@ pub async fn gateway(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Sce
         let took = started.elapsed();
         stop.cancel();
         ticker.await?;
-        results.push(ScenarioResult::new(
+        let mut result = ScenarioResult::new(
             name,
             &recorder,
             took,
             vec![format!("c{}", options.concurrency)],
-        ));
+        );
+        result.figures["processes"] = sampler.finish();
+        results.push(result);
     }
     Ok(results)
 }

@@ -55,6 +55,9 @@ enum Cmd {
         /// Skip `cargo fmt --check` and clippy (quicker local iterations; CI never skips).
         #[arg(long)]
         no_lint: bool,
+        /// Services and tests from release builds (benchmark figures without a `./dev up`).
+        #[arg(long)]
+        release: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cargo_args: Vec<String>,
@@ -132,8 +135,9 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Test {
             no_lint,
+            release,
             cargo_args,
-        } => test(&home, !no_lint, &cargo_args).await,
+        } => test(&home, !no_lint, release, &cargo_args).await,
         Cmd::Env => {
             for (key, value) in dev()?.test_env() {
                 println!("export {key}='{value}'");
@@ -251,7 +255,12 @@ fn down(home: &Home, instance: Instance, reset: bool) -> anyhow::Result<ExitCode
 
 /// Runs the suite against an instance of its own: fresh data on tmpfs, free ports. Always
 /// tears it down, keeping the logs for a post-mortem.
-async fn test(home: &Home, lint: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
+async fn test(
+    home: &Home,
+    lint: bool,
+    release: bool,
+    cargo_args: &[String],
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     remove_abandoned_test_instances();
     if lint {
@@ -268,19 +277,26 @@ async fn test(home: &Home, lint: bool, cargo_args: &[String]) -> anyhow::Result<
         .await?;
     }
     let tools = install::ensure_all(home).await?;
+    if release {
+        cargo(&["build", "--release", "--workspace", "--bins"]).await?;
+    }
     let root = test_instance_root(home);
-    let instance = Instance::open(
+    let mut instance = Instance::open(
         home,
         tools,
         InstanceDirs::new(root.clone()),
         Ports::free()?,
         InstanceKind::Test,
     )?;
+    instance.release = release;
     let outcome = async {
         instance.start().await?;
         println!("test instance ready after {:.1?}", started.elapsed());
         // Run every test binary even when one fails, so one run reports every failure.
         let mut args = vec!["test".into(), "--workspace".into(), "--no-fail-fast".into()];
+        if release {
+            args.push("--release".into());
+        }
         args.extend(cargo_args.iter().cloned());
         let status = tokio::select! {
             status = cargo_command()

@@ -8,6 +8,7 @@
 //! ./dev test      lints, then fresh infrastructure and services on free ports, all tests,
 //!                 tear down
 //! ./dev env       export lines pointing tests and tools at the `up` instance
+//! ./dev bench     release build, then the benchmark harness against the `up` instance
 //! ./dev logs X    follow the log of component X
 //! ./dev topic T   print topic T's messages decoded to JSON through the registry
 //! ```
@@ -54,12 +55,22 @@ enum Cmd {
         /// Skip `cargo fmt --check` and clippy (quicker local iterations; CI never skips).
         #[arg(long)]
         no_lint: bool,
+        /// Services and tests from release builds (benchmark figures without a `./dev up`).
+        #[arg(long)]
+        release: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cargo_args: Vec<String>,
     },
     /// Print `export` lines that point `cargo test` and tools at the `up` instance.
     Env,
+    /// Build release binaries and run the benchmark harness against the `up` instance
+    /// (`./dev bench --help` after `--` lists its flags: --scenario, --duration, ...).
+    Bench {
+        /// Arguments for the harness, e.g. `--scenario claims,saga --duration 20`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Follow a component's log (mongod, kafka, schema-registry, or a service name).
     Logs { component: String },
     /// Print a topic's messages as JSON lines: partition, offset, key, headers and the value
@@ -124,14 +135,16 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Test {
             no_lint,
+            release,
             cargo_args,
-        } => test(&home, !no_lint, &cargo_args).await,
+        } => test(&home, !no_lint, release, &cargo_args).await,
         Cmd::Env => {
             for (key, value) in dev()?.test_env() {
                 println!("export {key}='{value}'");
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bench { args } => bench(&home, dev()?, &args).await,
         Cmd::Topic {
             topic,
             partition,
@@ -202,6 +215,35 @@ async fn up(home: &Home, release: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs the harness (a release build) against the `up` instance, which it finds through
+/// the same variables `./dev env` prints. Refuses when the instance is not up and healthy:
+/// figures from a half-started instance would mislead.
+async fn bench(home: &Home, instance: Instance, args: &[String]) -> anyhow::Result<ExitCode> {
+    let (table, healthy) = instance.status().await;
+    anyhow::ensure!(
+        healthy,
+        "the `./dev up` instance is not running (or not healthy); start it with \
+         `./dev up --release` first.\n{table}"
+    );
+    // The harness and game-sim (its activity load generator) sit side by side here.
+    cargo(&["build", "--release", "--workspace", "--bins"]).await?;
+    let harness = home.target_dir().join("release").join("bench");
+    let status = tokio::select! {
+        status = tokio::process::Command::new(&harness)
+            .kill_on_drop(true)
+            .args(args)
+            .envs(instance.test_env())
+            .current_dir(workspace_root())
+            .status() => status.with_context(|| format!("running {}", harness.display()))?,
+        signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+    };
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn down(home: &Home, instance: Instance, reset: bool) -> anyhow::Result<ExitCode> {
     instance.stop();
     if reset {
@@ -213,7 +255,12 @@ fn down(home: &Home, instance: Instance, reset: bool) -> anyhow::Result<ExitCode
 
 /// Runs the suite against an instance of its own: fresh data on tmpfs, free ports. Always
 /// tears it down, keeping the logs for a post-mortem.
-async fn test(home: &Home, lint: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
+async fn test(
+    home: &Home,
+    lint: bool,
+    release: bool,
+    cargo_args: &[String],
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     remove_abandoned_test_instances();
     if lint {
@@ -230,19 +277,26 @@ async fn test(home: &Home, lint: bool, cargo_args: &[String]) -> anyhow::Result<
         .await?;
     }
     let tools = install::ensure_all(home).await?;
+    if release {
+        cargo(&["build", "--release", "--workspace", "--bins"]).await?;
+    }
     let root = test_instance_root(home);
-    let instance = Instance::open(
+    let mut instance = Instance::open(
         home,
         tools,
         InstanceDirs::new(root.clone()),
         Ports::free()?,
         InstanceKind::Test,
     )?;
+    instance.release = release;
     let outcome = async {
         instance.start().await?;
         println!("test instance ready after {:.1?}", started.elapsed());
         // Run every test binary even when one fails, so one run reports every failure.
         let mut args = vec!["test".into(), "--workspace".into(), "--no-fail-fast".into()];
+        if release {
+            args.push("--release".into());
+        }
         args.extend(cargo_args.iter().cloned());
         let status = tokio::select! {
             status = cargo_command()

@@ -183,7 +183,7 @@ fn commit() -> String {
 }
 
 /// Where MongoDB keeps its data: tmpfs (/dev/shm) or disk, which changes commit latency.
-async fn mongo_placement(admin: &mongo_kit::mongodb::Database) -> String {
+pub async fn mongo_placement(admin: &mongo_kit::mongodb::Database) -> String {
     let Ok(options) = admin.run_command(doc! { "getCmdLineOpts": 1 }).await else {
         return "unknown".into();
     };

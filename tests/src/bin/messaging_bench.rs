@@ -33,7 +33,7 @@ async fn main() {
         .await
         .unwrap();
     let registry = Arc::new(SchemaRegistry::new(&test_support::registry()).unwrap());
-    let placement = mongo_placement(&mongo).await;
+    let placement = e2e_tests::bench::mongo_placement(&mongo.client().database("admin")).await;
     match mode.as_str() {
         "relay" => relay(&mongo, registry, count, rate, &placement).await,
         "consumer" => consumer(&mongo, registry, count, &placement).await,
@@ -181,27 +181,4 @@ fn event(user: usize) -> UserActivityEvent {
         item_count: None,
         new_level: None,
     }
-}
-
-/// Where mongod keeps its files (tmpfs or disk), from its own command line options.
-async fn mongo_placement(mongo: &Mongo) -> String {
-    let options = mongo
-        .client()
-        .database("admin")
-        .run_command(doc! { "getCmdLineOpts": 1 })
-        .await
-        .unwrap();
-    let dbpath = options
-        .get_document("parsed")
-        .ok()
-        .and_then(|p| p.get_document("storage").ok())
-        .and_then(|s| s.get_str("dbPath").ok())
-        .unwrap_or("?")
-        .to_owned();
-    let kind = if dbpath.starts_with("/dev/shm") {
-        "tmpfs"
-    } else {
-        "disk"
-    };
-    format!("{kind} ({dbpath})")
 }

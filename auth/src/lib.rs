@@ -90,17 +90,10 @@ impl Application {
             let (state, bootstrap) = (state.clone(), bootstrap.clone());
             let (relay_config, db, registry) = (relay_config.clone(), db.clone(), registry.clone());
             Box::pin(async move {
-                Relay::ensure_indexes(&db, &relay_config)
+                let publishes = [contracts::USER_REGISTERED, contracts::USER_STATUS_CHANGED];
+                Relay::prepare(&db, &relay_config, &registry, &publishes)
                     .await
                     .map_err(|e| AuthError::Internal(e.to_string()))?;
-                // Register what auth publishes at start-up: an incompatible schema stops the
-                // service here, before it writes anything it could not publish.
-                for schema in [contracts::USER_REGISTERED, contracts::USER_STATUS_CHANGED] {
-                    registry
-                        .register(schema.topic, &schema)
-                        .await
-                        .map_err(|e| AuthError::Internal(e.to_string()))?;
-                }
                 prepare_database(&state, &bootstrap).await
             })
         });

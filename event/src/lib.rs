@@ -170,16 +170,14 @@ impl Application {
                     .map_err(|e| internal(e.to_string()))?;
                 // One inbox serves every consumer group of this database.
                 ConsumerRunner::<users::UserStates>::ensure_indexes(&db, &consumer_config).await?;
-                Relay::ensure_indexes(&db, &relay_config)
-                    .await
-                    .map_err(|e| internal(e.to_string()))?;
-                // What the saga publishes, registered before anything is written to the
-                // outbox: an incompatible schema stops the service here.
-                let schema = contracts::GRANT_REWARD_COMMAND;
-                registry
-                    .register(schema.topic, &schema)
-                    .await
-                    .map_err(|e| internal(e.to_string()))?;
+                Relay::prepare(
+                    &db,
+                    &relay_config,
+                    &registry,
+                    &[contracts::GRANT_REWARD_COMMAND],
+                )
+                .await
+                .map_err(|e| internal(e.to_string()))?;
                 Ok::<_, EventError>(())
             })
         });

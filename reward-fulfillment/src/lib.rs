@@ -119,17 +119,15 @@ impl Application {
                     |e: &dyn std::fmt::Display| FulfillmentError::Internal(e.to_string());
                 ledger.ensure_indexes().await?;
                 letters.ensure_indexes().await.map_err(|e| internal(&e))?;
-                Relay::ensure_indexes(&db, &relay_config)
-                    .await
-                    .map_err(|e| internal(&e))?;
                 ConsumerRunner::<Grants>::ensure_indexes(&db, &consumer_config).await?;
-                // Register what this service publishes: an incompatible schema stops it here,
-                // before it writes a result it could not publish.
-                let schema = contracts::GRANT_RESULT_EVENT;
-                registry
-                    .register(schema.topic, &schema)
-                    .await
-                    .map_err(|e| internal(&e))?;
+                Relay::prepare(
+                    &db,
+                    &relay_config,
+                    &registry,
+                    &[contracts::GRANT_RESULT_EVENT],
+                )
+                .await
+                .map_err(|e| internal(&e))?;
                 Ok::<_, FulfillmentError>(())
             })
         });

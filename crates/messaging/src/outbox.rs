@@ -175,6 +175,8 @@ pub enum RelayError {
     Kafka(String),
     #[error("the lease was taken over")]
     LeaseLost,
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 /// Publishes a service's outbox.
@@ -206,6 +208,22 @@ impl Relay {
     }
 
     /// The outbox's indexes: unpublished entries in order, and the TTL of published ones.
+    /// A producing service's start-up work before it writes to its outbox: the outbox's
+    /// indexes, and the schemas of what it publishes registered. An incompatible schema
+    /// stops the service here, before it writes anything it could not publish.
+    pub async fn prepare(
+        db: &Database,
+        config: &RelayConfig,
+        registry: &SchemaRegistry,
+        publishes: &[contracts::ContractSchema],
+    ) -> Result<(), RelayError> {
+        Self::ensure_indexes(db, config).await?;
+        for schema in publishes {
+            registry.register(schema.topic, schema).await?;
+        }
+        Ok(())
+    }
+
     pub async fn ensure_indexes(db: &Database, config: &RelayConfig) -> Result<(), RelayError> {
         let entries: Collection<OutboxEntry> = db.collection(OUTBOX);
         let pending = IndexOptions::builder()

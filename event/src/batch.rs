@@ -9,13 +9,18 @@
 //! update: while one batch commits, the next one gathers. Nothing waits for a batch to
 //! fill; a lone claim goes alone.
 //!
-//! Inside a batch, each claim's fate is decided from what the transaction reads (earlier
-//! claims with the same key, per-user counts, the stock), so the writes that follow cannot
-//! fail for business reasons; if they fail anyway (another instance raced us), the whole
-//! batch is retried from the reads.
+//! A batch costs a handful of round trips however many claims it holds: one parallel round
+//! of reads (earlier claims with the same keys, per-user counts, the stock, the event, the
+//! players' progress and status), the decisions in memory, then a transaction of four
+//! writes. Every write is conditional on what its decisions read (unique keys, counts below
+//! the limit, the stock as read), so if another instance changed something in between, the
+//! transaction fails and the batch decides again from fresh reads.
 
 use crate::error::EventError;
+use crate::progress::{self, ProgressDoc, ProgressFolder};
 use crate::store::{ClaimDoc, EventDoc};
+use crate::users::UserState;
+use contracts::UserStatus;
 use http_api::events::EventStatus;
 use messaging::outbox::{Outbox, OutboxEntry};
 use mongo_kit::mongodb::bson::{Bson, DateTime, Document, doc};
@@ -52,9 +57,17 @@ struct Raced;
 enum Decision {
     New,
     Earlier(Box<ClaimDoc>),
+    UserNotAllowed,
+    EventNotActive,
+    ConditionNotMet(Box<http_api::events::Progress>),
     LimitReached,
     OutOfStock,
-    EventNotActive,
+}
+
+/// The players' side of a batch's facts.
+struct Players {
+    progress: HashMap<String, ProgressDoc>,
+    barred: HashSet<String>,
 }
 
 #[derive(Clone)]
@@ -69,6 +82,8 @@ struct Inner {
     events: Collection<EventDoc>,
     limits: Collection<Document>,
     rewards: Collection<Document>,
+    users: Collection<UserState>,
+    progress: ProgressFolder,
     outbox: Outbox,
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
 }
@@ -83,6 +98,8 @@ impl Batcher {
                 events: db.collection("events"),
                 limits: db.collection("claim_limits"),
                 rewards: db.collection("rewards"),
+                users: db.collection("user_states"),
+                progress: ProgressFolder::new(db),
                 outbox,
                 queues: Mutex::new(HashMap::new()),
             }),
@@ -166,9 +183,13 @@ impl Inner {
                     let verdict = match decision {
                         Decision::New => Ok(Placed::New),
                         Decision::Earlier(claim) => Ok(Placed::Earlier(claim)),
+                        Decision::UserNotAllowed => Err(EventError::UserNotAllowed),
+                        Decision::EventNotActive => Err(EventError::EventNotActive),
+                        Decision::ConditionNotMet(standing) => {
+                            Err(EventError::ConditionNotMet(standing))
+                        }
                         Decision::LimitReached => Err(EventError::ClaimLimitReached),
                         Decision::OutOfStock => Err(EventError::OutOfStock),
-                        Decision::EventNotActive => Err(EventError::EventNotActive),
                     };
                     let _ = pending.reply.send(verdict);
                 }
@@ -182,7 +203,8 @@ impl Inner {
         }
     }
 
-    /// The batch's transaction: reads, decisions, then the writes of the accepted claims.
+    /// Reads, decides, then writes the accepted claims in one transaction; again from the
+    /// reads if the writes find that something changed since.
     async fn decide_and_write(
         self: &Arc<Self>,
         reward: &str,
@@ -192,150 +214,163 @@ impl Inner {
             .iter()
             .map(|p| (p.claim.clone(), p.command.clone()))
             .collect();
-        let reward = reward.to_owned();
         let mut session = self.client.start_session().await?;
         let mut attempts = 0;
         loop {
-            let (this, reward, items) = (self.clone(), reward.clone(), items.clone());
-            let attempt = session
+            let facts = self.facts(reward, &items).await?;
+            let decisions = decide(&items, &facts);
+            let accepted: Vec<usize> = (0..items.len())
+                .filter(|&i| matches!(decisions[i], Decision::New))
+                .collect();
+            if accepted.is_empty() {
+                return Ok(decisions);
+            }
+            let (this, items, facts) = (self.clone(), items.clone(), Arc::new(facts));
+            let written = session
                 .start_transaction()
-                .and_run2(async move |s| this.transaction(s, &reward, &items).await)
+                .and_run2(async move |s| this.write(s, &items, &accepted, &facts).await)
                 .await;
-            match attempt {
+            match written {
+                Ok(()) => return Ok(decisions),
                 Err(e) if e.get_custom::<Raced>().is_some() && attempts < 20 => attempts += 1,
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
     }
 
-    async fn transaction(
+    /// Everything the batch's decisions rest on, read in parallel and outside the
+    /// transaction: each fact a decision takes for granted is also a condition of the write
+    /// that depends on it (a unique key, a count below the limit, the stock as read), so a
+    /// change in between makes the transaction fail and the batch decide again. Only the
+    /// players' progress and status and the event's state are taken as read, as a claim
+    /// checked against them on arrival always has.
+    async fn facts(
         &self,
-        s: &mut ClientSession,
         reward_id: &str,
         items: &[(ClaimDoc, OutboxEntry)],
-    ) -> Result<Vec<Decision>, Error> {
+    ) -> Result<Facts, Error> {
         use futures::TryStreamExt;
-        // Earlier claims with the same keys.
-        let keys: Vec<Document> = items
-            .iter()
-            .map(|(c, _)| doc! { "userId": &c.user_id, "idempotencyKey": &c.idempotency_key })
-            .collect();
-        let earlier: Vec<ClaimDoc> = self
-            .claims
-            .find(doc! { "$or": keys })
-            .session(&mut *s)
-            .await?
-            .stream(&mut *s)
-            .try_collect()
-            .await?;
-        let earlier: HashMap<(String, String), ClaimDoc> = earlier
-            .into_iter()
-            .map(|c| ((c.user_id.clone(), c.idempotency_key.clone()), c))
-            .collect();
-        // Per-user counts.
-        let limit_ids: Vec<String> = items
-            .iter()
-            .map(|(c, _)| limit_id(&c.user_id, &c.reward_id))
-            .collect();
-        let counts: HashMap<String, i64> = self
-            .limits
-            .find(doc! { "_id": { "$in": &limit_ids } })
-            .session(&mut *s)
-            .await?
-            .stream(&mut *s)
-            .try_collect::<Vec<Document>>()
-            .await?
-            .into_iter()
-            .filter_map(|d| Some((d.get_str("_id").ok()?.to_owned(), count_of(&d))))
-            .collect();
-        // Stock.
-        let reward = self
-            .rewards
-            .find_one(doc! { "_id": reward_id })
-            .session(&mut *s)
-            .await?
-            .ok_or_else(|| Error::custom(Raced))?;
-        let reserved = count_in(&reward, "reserved");
-        let total = match reward.get("totalStock") {
-            Some(Bson::Int32(n)) => Some(i64::from(*n)),
-            Some(Bson::Int64(n)) => Some(*n),
-            _ => None,
-        };
-        let mut available = total.map(|t| (t - reserved).max(0));
-        // The limit and the event as they are now, not as each request saw them: a batch
-        // may commit a while after its claims were checked.
-        let limit = match count_in(&reward, "perUserLimit") {
-            0 => 1,
-            n => n,
-        };
         let event_id = items
             .first()
             .map(|(c, _)| c.event_id.clone())
             .unwrap_or_default();
-        let now = DateTime::now();
-        let open = self
-            .events
-            .find_one(doc! { "_id": &event_id })
-            .session(&mut *s)
-            .await?
-            .is_some_and(|e| e.effective_status(now) == EventStatus::Active && now >= e.starts_at);
-
-        let mut decisions = Vec::with_capacity(items.len());
-        for ((claim, _), limit_id) in items.iter().zip(&limit_ids) {
-            let key = (claim.user_id.clone(), claim.idempotency_key.clone());
-            let decision = if let Some(earlier) = earlier.get(&key) {
-                Decision::Earlier(Box::new(earlier.clone()))
-            } else if !open {
-                Decision::EventNotActive
-            } else if counts.get(limit_id).copied().unwrap_or(0) >= limit {
-                Decision::LimitReached
-            } else if available == Some(0) {
-                Decision::OutOfStock
-            } else {
-                available = available.map(|a| a - 1);
-                Decision::New
-            };
-            decisions.push(decision);
-        }
-
-        let accepted: Vec<usize> = (0..items.len())
-            .filter(|&i| matches!(decisions[i], Decision::New))
+        let keys: Vec<Document> = items
+            .iter()
+            .map(|(c, _)| doc! { "userId": &c.user_id, "idempotencyKey": &c.idempotency_key })
             .collect();
-        if accepted.is_empty() {
-            return Ok(decisions);
-        }
+        let limit_ids: Vec<String> = items
+            .iter()
+            .map(|(c, _)| limit_id(&c.user_id, &c.reward_id))
+            .collect();
+        let earlier = async {
+            self.claims
+                .find(doc! { "$or": keys })
+                .await?
+                .map_ok(|c| ((c.user_id.clone(), c.idempotency_key.clone()), c))
+                .try_collect::<HashMap<_, _>>()
+                .await
+        };
+        let counts = async {
+            self.limits
+                .find(doc! { "_id": { "$in": &limit_ids } })
+                .await?
+                .try_filter_map(|d| async move {
+                    Ok(d.get_str("_id")
+                        .ok()
+                        .map(|id| (id.to_owned(), count_of(&d))))
+                })
+                .try_collect::<HashMap<String, i64>>()
+                .await
+        };
+        let (earlier, counts, reward, event, players) = tokio::try_join!(
+            earlier,
+            counts,
+            self.rewards.find_one(doc! { "_id": reward_id }),
+            self.events.find_one(doc! { "_id": &event_id }),
+            self.players(items),
+        )?;
+        let reward = reward.ok_or_else(|| Error::custom(Raced))?;
+        Ok(Facts {
+            earlier,
+            counts,
+            limit_ids,
+            reward_id: reward_id.to_owned(),
+            reserved: count_in(&reward, "reserved"),
+            total: match reward.get("totalStock") {
+                Some(Bson::Int32(n)) => Some(i64::from(*n)),
+                Some(Bson::Int64(n)) => Some(*n),
+                _ => None,
+            },
+            limit: match count_in(&reward, "perUserLimit") {
+                0 => 1,
+                n => n,
+            },
+            event,
+            players,
+        })
+    }
+
+    /// The progress and the status of the batch's players (one query each per batch).
+    async fn players(&self, items: &[(ClaimDoc, OutboxEntry)]) -> Result<Players, Error> {
+        use futures::TryStreamExt;
+        let users: Vec<&str> = items.iter().map(|(c, _)| c.user_id.as_str()).collect();
+        let event_id = items
+            .first()
+            .map(|(c, _)| c.event_id.as_str())
+            .unwrap_or_default();
+        let barred = async {
+            self.users
+                .find(doc! { "_id": { "$in": &users } })
+                .await?
+                .try_filter_map(|u: UserState| async move {
+                    let barred = matches!(u.status, UserStatus::Banned | UserStatus::Deleted);
+                    Ok(barred.then_some(u.user_id))
+                })
+                .try_collect::<HashSet<String>>()
+                .await
+        };
+        let (progress, barred) =
+            tokio::try_join!(self.progress.get_many(event_id, &users), barred)?;
+        Ok(Players { progress, barred })
+    }
+
+    /// The accepted claims' writes: each conditional on the facts their decision used.
+    async fn write(
+        &self,
+        s: &mut ClientSession,
+        items: &[(ClaimDoc, OutboxEntry)],
+        accepted: &[usize],
+        facts: &Facts,
+    ) -> Result<(), Error> {
         let claims: Vec<&ClaimDoc> = accepted.iter().map(|&i| &items[i].0).collect();
-        // A duplicate key means another instance's batch took a key since our read.
+        // A duplicate key means another request took a key since our read.
         match self.claims.insert_many(claims).session(&mut *s).await {
             Err(e) if mongo_kit::is_duplicate_key(&e) => return Err(Error::custom(Raced)),
             other => other?,
         };
-        let updates: Vec<Document> = accepted
+        let limits = accepted
             .iter()
             .map(|&i| {
-                doc! {
-                    "q": { "_id": &limit_ids[i], "count": { "$lt": limit } },
-                    "u": { "$inc": { "count": 1 } },
-                    "upsert": true,
-                }
+                mongo_kit::update_statement(
+                    doc! { "_id": &facts.limit_ids[i], "count": { "$lt": facts.limit } },
+                    doc! { "$inc": { "count": 1 } },
+                    true,
+                )
             })
             .collect();
-        let reply = self
-            .db
-            .run_command(doc! { "update": "claim_limits", "updates": updates, "ordered": true })
-            .session(&mut *s)
-            .await?;
-        if reply.get_array("writeErrors").is_ok() {
-            return Err(Error::custom(Raced));
-        }
+        // A count at the limit fails the upsert with a duplicate key: a claim of the same
+        // player committed since our read.
+        match mongo_kit::update_each(&self.db, "claim_limits", limits, s).await {
+            Err(e) if mongo_kit::is_duplicate_key(&e) => return Err(Error::custom(Raced)),
+            other => other?,
+        };
         let commands: Vec<OutboxEntry> = accepted.iter().map(|&i| items[i].1.clone()).collect();
         self.outbox.write(s, &commands).await?;
-        // Conditional on the count we read: another instance's batch in between means
-        // deciding again.
+        // The stock as read: another batch in between means deciding again.
         let taken = self
             .rewards
             .update_one(
-                doc! { "_id": reward_id, "reserved": reserved },
+                doc! { "_id": &facts.reward_id, "reserved": facts.reserved },
                 doc! { "$inc": { "reserved": accepted.len() as i64 } },
             )
             .session(&mut *s)
@@ -343,8 +378,58 @@ impl Inner {
         if taken.matched_count == 0 {
             return Err(Error::custom(Raced));
         }
-        Ok(decisions)
+        Ok(())
     }
+}
+
+/// What a batch read (see [`Inner::facts`]).
+struct Facts {
+    earlier: HashMap<(String, String), ClaimDoc>,
+    counts: HashMap<String, i64>,
+    /// Each claim's per-user count id, in the batch's order.
+    limit_ids: Vec<String>,
+    reward_id: String,
+    reserved: i64,
+    total: Option<i64>,
+    limit: i64,
+    event: Option<EventDoc>,
+    players: Players,
+}
+
+/// Each claim's fate, in order, from what the batch read.
+fn decide(items: &[(ClaimDoc, OutboxEntry)], facts: &Facts) -> Vec<Decision> {
+    let now = DateTime::now();
+    let open = facts
+        .event
+        .as_ref()
+        .filter(|e| e.effective_status(now) == EventStatus::Active && now >= e.starts_at);
+    let mut available = facts.total.map(|t| (t - facts.reserved).max(0));
+    let mut decisions = Vec::with_capacity(items.len());
+    for ((claim, _), limit_id) in items.iter().zip(&facts.limit_ids) {
+        let key = (claim.user_id.clone(), claim.idempotency_key.clone());
+        let decision = if let Some(earlier) = facts.earlier.get(&key) {
+            Decision::Earlier(Box::new(earlier.clone()))
+        } else if facts.players.barred.contains(&claim.user_id) {
+            Decision::UserNotAllowed
+        } else if let Some(event) = open {
+            let progress = facts.players.progress.get(&claim.user_id);
+            let standing = progress::evaluate(event, &claim.user_id, progress);
+            if !standing.met {
+                Decision::ConditionNotMet(Box::new(standing))
+            } else if facts.counts.get(limit_id).copied().unwrap_or(0) >= facts.limit {
+                Decision::LimitReached
+            } else if available == Some(0) {
+                Decision::OutOfStock
+            } else {
+                available = available.map(|a| a - 1);
+                Decision::New
+            }
+        } else {
+            Decision::EventNotActive
+        };
+        decisions.push(decision);
+    }
+    decisions
 }
 
 pub fn limit_id(user_id: &str, reward_id: &str) -> String {

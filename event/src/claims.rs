@@ -16,11 +16,9 @@
 
 use crate::batch::{Batcher, Placed, limit_id};
 use crate::error::EventError;
-use crate::progress::{self, ProgressFolder};
-use crate::store::{ClaimDoc, EventDoc, RewardDoc, Step};
-use crate::users::UserState;
-use contracts::{Envelope, GrantOutcome, GrantResultEvent, GrantRewardCommand, UserStatus};
-use http_api::events::{ClaimRequest, ClaimStatus, ClaimStep, EventStatus, RewardType};
+use crate::store::{ClaimDoc, RewardDoc, Step, Store};
+use contracts::{Envelope, GrantOutcome, GrantResultEvent, GrantRewardCommand};
+use http_api::events::{ClaimRequest, ClaimStatus, ClaimStep, RewardType};
 use messaging::consumer::{Delivery, Handler, HandlerError, Outcome};
 use messaging::outbox::{Outbox, OutboxEntry};
 use mongo_kit::mongodb::bson::{DateTime, Document, doc, to_bson};
@@ -28,6 +26,7 @@ use mongo_kit::mongodb::options::IndexOptions;
 use mongo_kit::mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +43,9 @@ pub struct SagaConfig {
     pub max_attempts: i32,
     /// How often overdue claims are looked for.
     pub check_interval_ms: u64,
+    /// How old the copies of events and rewards a claim is first checked against may be
+    /// (the batch's transaction reads them again); 0 reads them for every claim.
+    pub catalog_ttl_ms: u64,
 }
 
 impl Default for SagaConfig {
@@ -52,6 +54,7 @@ impl Default for SagaConfig {
             result_timeout_ms: 30_000,
             max_attempts: 3,
             check_interval_ms: 1_000,
+            catalog_ttl_ms: 1_000,
         }
     }
 }
@@ -90,29 +93,33 @@ pub enum Claimed {
 #[derive(Clone)]
 pub struct Saga {
     client: Client,
-    events: Collection<EventDoc>,
+    db: Database,
+    store: Store,
     rewards: Collection<RewardDoc>,
     claims: Collection<ClaimDoc>,
     /// `{_id: "<user>:<reward>", count}`: the user's claims of that reward that did not fail.
     limits: Collection<Document>,
-    users: Collection<UserState>,
-    progress: ProgressFolder,
     outbox: Outbox,
     batcher: Batcher,
     config: SagaConfig,
 }
 
 impl Saga {
-    pub fn new(client: Client, db: &Database, outbox: Outbox, config: SagaConfig) -> Self {
+    pub fn new(
+        client: Client,
+        db: &Database,
+        store: Store,
+        outbox: Outbox,
+        config: SagaConfig,
+    ) -> Self {
         Self {
             batcher: Batcher::new(client.clone(), db, outbox.clone()),
             client,
-            events: db.collection("events"),
+            db: db.clone(),
+            store,
             rewards: db.collection("rewards"),
             claims: db.collection("claims"),
             limits: db.collection("claim_limits"),
-            users: db.collection("user_states"),
-            progress: ProgressFolder::new(db),
             outbox,
             config,
         }
@@ -143,36 +150,28 @@ impl Saga {
         Ok(())
     }
 
-    /// Checks everything a claim needs, then reserves and commands in one transaction.
+    /// Finds the reward, then leaves the checks to the reward's next batch, which reserves
+    /// and commands in one transaction (see [`crate::batch`]): a claim costs no MongoDB
+    /// round trip of its own.
     pub async fn claim(&self, input: ClaimInput) -> Result<Claimed, EventError> {
         let fingerprint = input.fingerprint();
-        let (event, reward, earlier, progress, user) = tokio::try_join!(
-            self.events.find_one(doc! { "_id": &input.event_id }),
-            self.rewards.find_one(doc! { "_id": &input.reward_id }),
-            self.earlier(&input.user_id, &input.idempotency_key),
-            self.progress.get(&input.event_id, &input.user_id),
-            self.users.find_one(doc! { "_id": &input.user_id }),
-        )?;
-        if let Some(earlier) = earlier {
-            return same_request(earlier, &fingerprint);
-        }
-        let event = event.ok_or(EventError::EventNotFound)?;
-        let reward = reward
-            .filter(|r| r.event_id == event.id)
-            .ok_or(EventError::RewardNotFound)?;
-        if user.is_some_and(|u| matches!(u.status, UserStatus::Banned | UserStatus::Deleted)) {
-            return Err(EventError::UserNotAllowed);
-        }
-        let now = DateTime::now();
-        if event.effective_status(now) != EventStatus::Active || now < event.starts_at {
-            return Err(EventError::EventNotActive);
-        }
-        let standing = progress::evaluate(&event, &input.user_id, progress.as_ref());
-        if !standing.met {
-            return Err(EventError::ConditionNotMet(Box::new(standing)));
-        }
-
-        let claim = self.new_claim(&input, &reward, fingerprint, now);
+        let found = tokio::try_join!(
+            self.store.cached_event(&input.event_id),
+            self.store.cached_reward(&input.reward_id),
+        );
+        let reward = match found {
+            Ok((event, reward)) if reward.event_id == event.id => reward,
+            Ok(_) => {
+                return self
+                    .refused(&input, &fingerprint, EventError::RewardNotFound)
+                    .await;
+            }
+            Err(e @ (EventError::EventNotFound | EventError::RewardNotFound)) => {
+                return self.refused(&input, &fingerprint, e).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let claim = self.new_claim(&input, &reward, fingerprint, DateTime::now());
         let command = self.outbox_entry(&claim, 1).await?;
         let mut claim = claim;
         claim.command_message_ids.push(command.id.clone());
@@ -183,6 +182,8 @@ impl Saga {
             Err(EventError::ClaimLimitReached) => "limit_reached",
             Err(EventError::OutOfStock) => "out_of_stock",
             Err(EventError::EventNotActive) => "event_not_active",
+            Err(EventError::ConditionNotMet(_)) => "condition_not_met",
+            Err(EventError::UserNotAllowed) => "user_not_allowed",
             Err(_) => "error",
         };
         metrics::counter!("claims_total", "result" => label).increment(1);
@@ -193,14 +194,22 @@ impl Saga {
         }
     }
 
-    async fn earlier(
+    /// `error`, unless the key was used before: a repeated request gets its claim back
+    /// whatever has changed since (and a different one under the same key is refused).
+    async fn refused(
         &self,
-        user_id: &str,
-        key: &str,
-    ) -> Result<Option<ClaimDoc>, mongo_kit::mongodb::error::Error> {
-        self.claims
-            .find_one(doc! { "userId": user_id, "idempotencyKey": key })
-            .await
+        input: &ClaimInput,
+        fingerprint: &str,
+        error: EventError,
+    ) -> Result<Claimed, EventError> {
+        let earlier = self
+            .claims
+            .find_one(doc! { "userId": &input.user_id, "idempotencyKey": &input.idempotency_key })
+            .await?;
+        match earlier {
+            Some(earlier) => same_request(earlier, fingerprint),
+            None => Err(error),
+        }
     }
 
     fn new_claim(
@@ -432,6 +441,11 @@ fn same_request(earlier: ClaimDoc, fingerprint: &str) -> Result<Claimed, EventEr
 }
 
 /// Settles claims from fulfillment's GrantResultEvents.
+///
+/// A batch of results costs one read of its claims and one update command for all the
+/// successes (the common case); failures and late successes, which move stock and limits
+/// back, are written claim by claim. Results are taken in order against the claims as this
+/// batch leaves them, so a repeated result in the same batch finds its claim settled.
 #[derive(Clone)]
 pub struct GrantResults {
     saga: Saga,
@@ -442,22 +456,15 @@ impl GrantResults {
         Self { saga }
     }
 
+    /// What `result` does to `claim`, whose status is updated in place; successes of PENDING
+    /// claims are left in `succeeded` for one update at the end.
     async fn settle(
         &self,
         session: &mut ClientSession,
+        claim: &mut ClaimDoc,
         result: &GrantResultEvent,
+        succeeded: &mut Vec<Document>,
     ) -> Result<Outcome, HandlerError> {
-        let claims = &self.saga.claims;
-        let Some(claim) = claims
-            .find_one(doc! { "_id": &result.claim_id })
-            .session(&mut *session)
-            .await?
-        else {
-            return Ok(Outcome::Invalid(format!(
-                "result for unknown claim {:?}",
-                result.claim_id
-            )));
-        };
         if claim.command_id != result.command_id.to_string() {
             return Ok(Outcome::Invalid(format!(
                 "result of command {} but claim {} commanded {}",
@@ -475,21 +482,20 @@ impl GrantResults {
             (ClaimStatus::Pending, GrantOutcome::Succeeded) => {
                 let steps = vec![received, Step::now(ClaimStep::Completed, None)];
                 let steps = to_bson(&steps).map_err(|e| HandlerError::Retryable(e.to_string()))?;
-                claims
-                    .update_one(
-                        doc! { "_id": &claim.id, "status": "PENDING" },
-                        doc! {
-                            "$set": {
-                                "status": "SUCCEEDED",
-                                "couponCode": result.coupon_code.clone(),
-                                "updatedAt": DateTime::now(),
-                            },
-                            "$unset": { "nextCheckAt": "" },
-                            "$push": { "timeline": { "$each": steps } },
+                succeeded.push(mongo_kit::update_statement(
+                    doc! { "_id": &claim.id, "status": "PENDING" },
+                    doc! {
+                        "$set": {
+                            "status": "SUCCEEDED",
+                            "couponCode": result.coupon_code.clone(),
+                            "updatedAt": DateTime::now(),
                         },
-                    )
-                    .session(&mut *session)
-                    .await?;
+                        "$unset": { "nextCheckAt": "" },
+                        "$push": { "timeline": { "$each": steps } },
+                    },
+                    false,
+                ));
+                claim.status = ClaimStatus::Succeeded;
                 metrics::counter!("claims_settled_total", "status" => "SUCCEEDED").increment(1);
                 Ok(Outcome::Done)
             }
@@ -502,9 +508,8 @@ impl GrantResults {
                     received,
                     Step::now(ClaimStep::Compensated, Some(reason.clone())),
                 ];
-                self.saga
-                    .compensate(session, &claim, &reason, steps)
-                    .await?;
+                self.saga.compensate(session, claim, &reason, steps).await?;
+                claim.status = ClaimStatus::Failed;
                 Ok(Outcome::Done)
             }
             (ClaimStatus::Failed, GrantOutcome::Succeeded) => {
@@ -518,7 +523,8 @@ impl GrantResults {
                     Step::now(ClaimStep::Completed, Some("late result".into())),
                 ];
                 let steps = to_bson(&steps).map_err(|e| HandlerError::Retryable(e.to_string()))?;
-                claims
+                let saga = &self.saga;
+                saga.claims
                     .update_one(
                         doc! { "_id": &claim.id, "status": "FAILED" },
                         doc! {
@@ -529,22 +535,21 @@ impl GrantResults {
                     )
                     .session(&mut *session)
                     .await?;
-                self.saga
-                    .rewards
+                saga.rewards
                     .update_one(
                         doc! { "_id": &claim.reward_id },
                         doc! { "$inc": { "reserved": 1 } },
                     )
                     .session(&mut *session)
                     .await?;
-                self.saga
-                    .limits
+                saga.limits
                     .update_one(
                         doc! { "_id": limit_id(&claim.user_id, &claim.reward_id) },
                         doc! { "$inc": { "count": 1 } },
                     )
                     .session(&mut *session)
                     .await?;
+                claim.status = ClaimStatus::Succeeded;
                 Ok(Outcome::Done)
             }
             // Already settled: a repeated result.
@@ -561,9 +566,36 @@ impl Handler for GrantResults {
         session: &mut ClientSession,
         batch: &[Delivery<GrantResultEvent>],
     ) -> Result<Vec<Outcome>, HandlerError> {
+        use futures::TryStreamExt;
+        let ids: Vec<&str> = batch.iter().map(|d| d.message.claim_id.as_str()).collect();
+        let mut claims: HashMap<String, ClaimDoc> = self
+            .saga
+            .claims
+            .find(doc! { "_id": { "$in": ids } })
+            .session(&mut *session)
+            .await?
+            .stream(&mut *session)
+            .map_ok(|c| (c.id.clone(), c))
+            .try_collect()
+            .await?;
+        let mut succeeded = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         for delivery in batch {
-            outcomes.push(self.settle(session, &delivery.message).await?);
+            let result = &delivery.message;
+            let outcome = match claims.get_mut(&result.claim_id) {
+                Some(claim) => self.settle(session, claim, result, &mut succeeded).await?,
+                None => Outcome::Invalid(format!("result for unknown claim {:?}", result.claim_id)),
+            };
+            outcomes.push(outcome);
+        }
+        let count = succeeded.len() as i64;
+        let updated = mongo_kit::update_each(&self.saga.db, "claims", succeeded, session).await?;
+        if updated.modified != count {
+            // Read PENDING in this transaction's snapshot, so only a bug gets here.
+            return Err(HandlerError::Retryable(format!(
+                "{count} claims to settle, {} updated",
+                updated.modified
+            )));
         }
         Ok(outcomes)
     }

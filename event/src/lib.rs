@@ -4,6 +4,7 @@
 //! compensate).
 
 mod batch;
+mod catalog;
 mod claims;
 mod condition;
 mod error;
@@ -97,14 +98,19 @@ impl Application {
         let deps = Deps::connect(&config.deps, SPEC.name).await?;
         let db = deps.mongo.db().clone();
         let outbox = Outbox::new(&db, deps.registry.clone(), SPEC.name);
+        let store = Store::new(
+            &db,
+            std::time::Duration::from_millis(config.saga.catalog_ttl_ms),
+        );
         let saga = Saga::new(
             deps.mongo.client().clone(),
             &db,
+            store.clone(),
             outbox,
             config.saga.clone(),
         );
         let state = AppState {
-            store: Store::new(&db),
+            store,
             saga: saga.clone(),
             progress: ProgressFolder::new(&db),
             identity: IdentityKey::from_config(&config.internal)?,

@@ -265,6 +265,22 @@ impl ProgressFolder {
             .await
     }
 
+    /// The progress of each of `users` in the event, by user id (absent: no activity yet).
+    pub async fn get_many(
+        &self,
+        event_id: &str,
+        users: &[&str],
+    ) -> Result<HashMap<String, ProgressDoc>, mongo_kit::mongodb::error::Error> {
+        use futures::TryStreamExt;
+        let ids: Vec<String> = users.iter().map(|u| progress_id(event_id, u)).collect();
+        self.progress
+            .find(doc! { "_id": { "$in": ids } })
+            .await?
+            .map_ok(|p| (p.user_id.clone(), p))
+            .try_collect()
+            .await
+    }
+
     /// Events whose window overlaps `[from, to]` and that still count activity.
     async fn events_between(
         &self,

@@ -1,5 +1,6 @@
 //! `event_db`: the `events` and `claims` collections and the queries on them.
 
+use crate::catalog::Cached;
 use crate::error::EventError;
 use http_api::events::{
     Claim, ClaimEvent, ClaimFilter, ClaimStatus, ClaimStep, Condition, Event, EventFilter,
@@ -11,6 +12,8 @@ use mongo_kit::mongodb::options::IndexOptions;
 use mongo_kit::mongodb::{Collection, Database, IndexModel};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -245,14 +248,36 @@ pub struct Store {
     events: Collection<EventDoc>,
     rewards: Collection<RewardDoc>,
     claims: Collection<ClaimDoc>,
+    cached_events: Arc<Cached<EventDoc>>,
+    cached_rewards: Arc<Cached<RewardDoc>>,
 }
 
 impl Store {
-    pub fn new(db: &Database) -> Self {
+    /// `cache_ttl`: how old the copies of events and rewards the claim path uses may be
+    /// (see [`crate::catalog`]); zero turns the copies off.
+    pub fn new(db: &Database, cache_ttl: Duration) -> Self {
         Self {
             events: db.collection("events"),
             rewards: db.collection("rewards"),
             claims: db.collection("claims"),
+            cached_events: Arc::new(Cached::new(cache_ttl)),
+            cached_rewards: Arc::new(Cached::new(cache_ttl)),
+        }
+    }
+
+    /// The event, from a copy at most `cache_ttl` old.
+    pub async fn cached_event(&self, id: &str) -> Result<Arc<EventDoc>, EventError> {
+        match self.cached_events.get(id) {
+            Some(event) => Ok(event),
+            None => Ok(self.cached_events.put(id, self.event(id).await?)),
+        }
+    }
+
+    /// The reward, from a copy at most `cache_ttl` old.
+    pub async fn cached_reward(&self, id: &str) -> Result<Arc<RewardDoc>, EventError> {
+        match self.cached_rewards.get(id) {
+            Some(reward) => Ok(reward),
+            None => Ok(self.cached_rewards.put(id, self.reward(id).await?)),
         }
     }
 
@@ -303,6 +328,7 @@ impl Store {
                 &updated,
             )
             .await?;
+        self.cached_events.forget(id);
         if replaced.matched_count == 0 {
             return Err(EventError::Conflict);
         }
@@ -326,6 +352,7 @@ impl Store {
                 doc! { "$set": { "status": bson_of(&to)?, "updatedAt": now } },
             )
             .await?;
+        self.cached_events.forget(id);
         if changed.matched_count == 0 {
             return Err(EventError::Conflict);
         }
@@ -388,6 +415,7 @@ impl Store {
             .find_one_and_update(filter, doc! { "$set": set })
             .return_document(mongo_kit::mongodb::options::ReturnDocument::After)
             .await?;
+        self.cached_rewards.forget(id);
         match updated {
             Some(reward) => Ok(reward),
             None => {

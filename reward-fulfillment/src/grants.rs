@@ -36,13 +36,12 @@ impl Grants {
         }
     }
 
-    /// Decides and records a command never seen before.
-    async fn decide_and_record(
+    /// The decision on a command never seen before, and what it grants.
+    fn decide<'c>(
         &self,
-        session: &mut ClientSession,
-        command: &GrantRewardCommand,
+        command: &'c GrantRewardCommand,
         message_id: &str,
-    ) -> Result<GrantDoc, HandlerError> {
+    ) -> Result<(GrantDoc, Option<Holding<'c>>), HandlerError> {
         let roll = if self.failure.rate > 0.0 {
             random_unit()?
         } else {
@@ -54,11 +53,16 @@ impl Grants {
             (Ok(Grant::Coupon), Some(template)) => Some(coupon_code(template.trim())?),
             _ => None,
         };
-        let holding = match (&decision, &command.item_code, &coupon_code) {
-            (Ok(Grant::Points(points)), _, _) => Some(Holding::Points(*points)),
+        let (outcome, reason) = match &decision {
+            Ok(_) => (GrantOutcome::Succeeded, None),
+            Err(reason) => (GrantOutcome::Failed, Some(reason.clone())),
+        };
+        let grant = GrantDoc::new(command, message_id, outcome, reason, coupon_code);
+        let holding = match (decision, &command.item_code, &grant.coupon_code) {
+            (Ok(Grant::Points(points)), _, _) => Some(Holding::Points(points)),
             (Ok(Grant::Item(quantity)), Some(code), _) => Some(Holding::Item {
                 code: code.trim(),
-                quantity: *quantity,
+                quantity,
             }),
             (Ok(Grant::Coupon), _, Some(code)) => Some(Holding::Coupon {
                 template: command
@@ -66,29 +70,26 @@ impl Grants {
                     .as_deref()
                     .unwrap_or_default()
                     .trim(),
-                code,
+                code: code.clone(),
             }),
             _ => None,
         };
-        let (outcome, reason) = match decision {
-            Ok(_) => (GrantOutcome::Succeeded, None),
-            Err(reason) => (GrantOutcome::Failed, Some(reason)),
-        };
-        let grant = GrantDoc::new(command, message_id, outcome, reason, coupon_code.clone());
-        self.ledger.record(session, &grant, holding).await?;
         metrics::counter!(
             "grants_total",
             "type" => type_label(command.reward_type),
             "outcome" => outcome_label(outcome)
         )
         .increment(1);
-        Ok(grant)
+        Ok((grant, holding))
     }
 }
 
 impl Handler for Grants {
     type Message = GrantRewardCommand;
 
+    /// The batch's decisions are read in one query and written with one command per
+    /// collection. Commands are taken in order, so a command re-sent within the batch is
+    /// answered with the decision its first copy just got.
     async fn handle(
         &self,
         session: &mut ClientSession,
@@ -97,39 +98,43 @@ impl Handler for Grants {
         if self.failure.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.failure.latency_ms)).await;
         }
+        let command_ids: Vec<String> = batch
+            .iter()
+            .map(|d| d.message.command_id.to_string())
+            .collect();
+        let ids: Vec<&str> = command_ids.iter().map(String::as_str).collect();
+        let mut decided = self.ledger.decided(session, &ids).await?;
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut fresh = Vec::new();
+        let mut resends = Vec::new();
         let mut results = Vec::new();
-        for delivery in batch {
+        for (delivery, command_id) in batch.iter().zip(&command_ids) {
             let command = &delivery.message;
             if command.user_id.trim().is_empty() {
                 outcomes.push(Outcome::Invalid(format!(
-                    "GrantRewardCommand {} without a userId",
-                    command.command_id
+                    "GrantRewardCommand {command_id} without a userId"
                 )));
                 continue;
             }
             if command.claim_id.trim().is_empty() {
                 outcomes.push(Outcome::Invalid(format!(
-                    "GrantRewardCommand {} without a claimId",
-                    command.command_id
+                    "GrantRewardCommand {command_id} without a claimId"
                 )));
                 continue;
             }
-            let command_id = command.command_id.to_string();
-            let grant = match self
-                .ledger
-                .decided(session, &command_id, command.attempt)
-                .await?
-            {
+            let grant = match decided.get(command_id) {
                 Some(earlier) => {
                     tracing::info!(command = %command_id, claim = %command.claim_id,
                         attempt = command.attempt, outcome = outcome_label(earlier.outcome),
                         "re-sent command answered with its earlier result");
-                    earlier
+                    resends.push((command_id.as_str(), command.attempt));
+                    earlier.clone()
                 }
                 None => {
-                    self.decide_and_record(session, command, &delivery.message_id)
-                        .await?
+                    let (grant, holding) = self.decide(command, &delivery.message_id)?;
+                    decided.insert(command_id.clone(), grant.clone());
+                    fresh.push((grant.clone(), holding));
+                    grant
                 }
             };
             let result = result_of(&grant, command);
@@ -140,6 +145,8 @@ impl Handler for Grants {
             results.push(entry);
             outcomes.push(Outcome::Done);
         }
+        self.ledger.record(session, &fresh).await?;
+        self.ledger.count_resends(session, &resends).await?;
         self.outbox.write(session, &results).await?;
         Ok(outcomes)
     }

@@ -18,9 +18,10 @@ use futures::TryStreamExt;
 use http_api::inventory::{Inventory, IssuedCoupon, ItemHolding};
 use mongo_kit::mongodb::bson::{DateTime, doc};
 use mongo_kit::mongodb::error::Error as MongoError;
-use mongo_kit::mongodb::options::{IndexOptions, UpdateOptions};
+use mongo_kit::mongodb::options::IndexOptions;
 use mongo_kit::mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// One command's decision.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,11 +121,12 @@ struct CouponDoc {
 pub enum Holding<'a> {
     Points(i64),
     Item { code: &'a str, quantity: i64 },
-    Coupon { template: &'a str, code: &'a str },
+    Coupon { template: &'a str, code: String },
 }
 
 #[derive(Clone)]
 pub struct Ledger {
+    db: Database,
     grants: Collection<GrantDoc>,
     wallets: Collection<WalletDoc>,
     items: Collection<ItemDoc>,
@@ -134,6 +136,7 @@ pub struct Ledger {
 impl Ledger {
     pub fn new(db: &Database) -> Self {
         Self {
+            db: db.clone(),
             grants: db.collection("grants"),
             wallets: db.collection("wallets"),
             items: db.collection("items"),
@@ -184,76 +187,96 @@ impl Ledger {
         Ok(())
     }
 
-    /// The decision already taken for `command_id`, if any; counts the re-send on it.
+    /// The decisions already taken for any of `command_ids`, by command id.
     pub async fn decided(
         &self,
         session: &mut ClientSession,
-        command_id: &str,
-        attempt: i32,
-    ) -> Result<Option<GrantDoc>, MongoError> {
+        command_ids: &[&str],
+    ) -> Result<HashMap<String, GrantDoc>, MongoError> {
         self.grants
-            .find_one_and_update(
-                doc! { "_id": command_id },
-                doc! { "$inc": { "resends": 1_i64 }, "$max": { "lastAttempt": attempt } },
-            )
+            .find(doc! { "_id": { "$in": command_ids } })
             .session(&mut *session)
+            .await?
+            .stream(&mut *session)
+            .map_ok(|g| (g.command_id.clone(), g))
+            .try_collect()
             .await
     }
 
-    /// Records a decision (and, for a success, what it granted) in the caller's transaction.
+    /// Counts re-sent commands (command id, attempt) on their decisions.
+    pub async fn count_resends(
+        &self,
+        session: &mut ClientSession,
+        resends: &[(&str, i32)],
+    ) -> Result<(), MongoError> {
+        let statements = resends
+            .iter()
+            .map(|(command_id, attempt)| {
+                mongo_kit::update_statement(
+                    doc! { "_id": command_id },
+                    doc! { "$inc": { "resends": 1_i64 }, "$max": { "lastAttempt": attempt } },
+                    false,
+                )
+            })
+            .collect();
+        mongo_kit::update_each(&self.db, "grants", statements, session).await?;
+        Ok(())
+    }
+
+    /// Records decisions (and, for successes, what they granted) in the caller's
+    /// transaction: one write per collection for the whole batch.
     pub async fn record(
         &self,
         session: &mut ClientSession,
-        grant: &GrantDoc,
-        holding: Option<Holding<'_>>,
+        decisions: &[(GrantDoc, Option<Holding<'_>>)],
     ) -> Result<(), MongoError> {
-        self.grants.insert_one(grant).session(&mut *session).await?;
-        let Some(holding) = holding else {
+        if decisions.is_empty() {
             return Ok(());
-        };
+        }
+        self.grants
+            .insert_many(decisions.iter().map(|(grant, _)| grant))
+            .session(&mut *session)
+            .await?;
         let now = DateTime::now();
-        let upsert = UpdateOptions::builder().upsert(true).build();
-        let points = match holding {
-            Holding::Points(points) => points,
-            _ => 0,
-        };
-        self.wallets
-            .update_one(
+        let (mut wallets, mut items, mut coupons) = (Vec::new(), Vec::new(), Vec::new());
+        for (grant, holding) in decisions {
+            let Some(holding) = holding else { continue };
+            let points = match holding {
+                Holding::Points(points) => *points,
+                _ => 0,
+            };
+            wallets.push(mongo_kit::update_statement(
                 doc! { "_id": &grant.user_id },
                 doc! {
                     "$inc": { "points": points, "grants": 1_i64 },
                     "$set": { "updatedAt": now },
                 },
-            )
-            .with_options(upsert.clone())
-            .session(&mut *session)
-            .await?;
-        match holding {
-            Holding::Points(_) => {}
-            Holding::Item { code, quantity } => {
-                self.items
-                    .update_one(
-                        doc! { "userId": &grant.user_id, "itemCode": code },
-                        doc! { "$inc": { "quantity": quantity }, "$set": { "updatedAt": now } },
-                    )
-                    .with_options(upsert)
-                    .session(&mut *session)
-                    .await?;
-            }
-            Holding::Coupon { template, code } => {
-                let coupon = CouponDoc {
+                true,
+            ));
+            match holding {
+                Holding::Points(_) => {}
+                Holding::Item { code, quantity } => items.push(mongo_kit::update_statement(
+                    doc! { "userId": &grant.user_id, "itemCode": code },
+                    doc! { "$inc": { "quantity": quantity }, "$set": { "updatedAt": now } },
+                    true,
+                )),
+                Holding::Coupon { template, code } => coupons.push(CouponDoc {
                     command_id: grant.command_id.clone(),
-                    code: code.to_owned(),
-                    template: template.to_owned(),
+                    code: code.clone(),
+                    template: (*template).to_owned(),
                     user_id: grant.user_id.clone(),
                     claim_id: grant.claim_id.clone(),
                     issued_at: now,
-                };
-                self.coupons
-                    .insert_one(coupon)
-                    .session(&mut *session)
-                    .await?;
+                }),
             }
+        }
+        mongo_kit::update_each(&self.db, "wallets", wallets, session).await?;
+        mongo_kit::update_each(&self.db, "items", items, session).await?;
+        if !coupons.is_empty() {
+            self.coupons
+                .insert_many(coupons)
+                .session(&mut *session)
+                .await?;
         }
         Ok(())
     }

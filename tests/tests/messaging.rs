@@ -411,6 +411,14 @@ async fn a_crash_between_the_commit_and_the_offset_commit_causes_no_second_effec
             1
         );
     }
+    // Dropped as already done, not dead-lettered as failures.
+    let dead = mongo
+        .db()
+        .collection::<Document>("dead_letters")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(dead, 0, "re-delivered messages were dead-lettered");
 }
 
 #[tokio::test]

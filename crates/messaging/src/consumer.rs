@@ -178,6 +178,12 @@ struct InboxEntry {
     processed_at: DateTime,
 }
 
+#[derive(Debug, Deserialize)]
+struct InboxId {
+    #[serde(rename = "_id")]
+    message_id: String,
+}
+
 /// Reports consumer lag from librdkafka's statistics.
 struct LagContext {
     group: String,
@@ -544,8 +550,11 @@ impl<H: Handler> ConsumerRunner<H> {
         ids: &[&str],
     ) -> Result<Vec<Outcome>, HandlerError> {
         use futures::TryStreamExt;
+        // Only the ids come back, so they are read as such: an `InboxEntry` would not
+        // deserialize from them.
         let known: HashSet<String> = self
             .inbox
+            .clone_with_type::<InboxId>()
             .find(doc! { "_id": { "$in": ids } })
             .projection(doc! { "_id": 1 })
             .session(&mut *session)

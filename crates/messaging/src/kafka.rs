@@ -41,7 +41,7 @@ pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaClientError
     Ok(client_config(config)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
+        .set("linger.ms", config.linger_ms.to_string())
         .set("compression.type", "lz4")
         .create()?)
 }

@@ -366,12 +366,20 @@ impl Relay {
                         .iter()
                         .filter_map(|e| e.full_document.as_ref().map(|d| d.id.clone()))
                         .collect();
-                    self.publish_ids(&ids).await?;
                     // The last event's own id, not `stream.resume_token()`: the stream may
                     // have a getMore in flight, and asking it for its token then fails.
-                    if let Some(last) = batch.last() {
-                        self.store_token(last.id.clone()).await?;
-                    }
+                    // Stored while the batch is published, not after: the token only saves
+                    // replaying the stream on a restart, and a token past entries that did
+                    // not get out loses nothing, since a new leader first sweeps every
+                    // unpublished entry.
+                    let token = batch.last().map(|last| last.id.clone());
+                    let store = async {
+                        match token {
+                            Some(token) => self.store_token(token).await,
+                            None => Ok(()),
+                        }
+                    };
+                    tokio::try_join!(self.publish_ids(&ids), store)?;
                 }
             }
         }

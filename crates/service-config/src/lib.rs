@@ -134,6 +134,11 @@ pub struct KafkaConfig {
     /// How long the group waits for a consumer that stopped heartbeating before handing its
     /// partitions to another: the pause a crashed consumer causes (Kafka's default is 45 s).
     pub session_timeout_ms: u32,
+    /// How long a producer holds records to batch them (librdkafka's `linger.ms`). The
+    /// outbox relays send a batch and wait for its acknowledgements, so for them lingering
+    /// is pure latency, paid twice per claim; under load, records that queue while a
+    /// request is in flight are batched anyway (game-sim's load producer sets its own).
+    pub linger_ms: u32,
 }
 
 impl KafkaConfig {
@@ -153,6 +158,7 @@ impl Default for KafkaConfig {
             client_id: "rewards".into(),
             topic_replication: 1,
             session_timeout_ms: 10_000,
+            linger_ms: 1,
         }
     }
 }

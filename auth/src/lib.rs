@@ -4,7 +4,7 @@
 
 pub mod config;
 mod error;
-mod passwords;
+pub mod passwords;
 mod routes;
 mod store;
 mod tokens;

@@ -7,12 +7,14 @@
 //! - It encodes nothing: entries hold the exact Kafka record (topic, key, Confluent-framed
 //!   Avro value, headers), encoded by [`Outbox::message`] before the transaction.
 //! - It learns of new entries from a change stream on the outbox collection, within
-//!   milliseconds, and publishes them in the stream's order, which is commit order. The
-//!   stream's resume token is stored after each published batch, so a restarted relay picks
-//!   up where the last one stopped, in the same order.
-//! - Without a usable token (first start, token older than the oplog) it first publishes
-//!   every unpublished entry in `(createdAt, _id)` order, and it repeats that sweep every
-//!   `poll_interval` for stragglers, so a lost stream delays messages but loses none.
+//!   milliseconds, and publishes them in the stream's order, which is commit order, straight
+//!   from the stream (entries old enough to have been swept are checked first). The stream's
+//!   resume token is stored with each batch, so a restarted relay picks up about where the
+//!   last one stopped, in the same order.
+//! - On taking the lease it first publishes every unpublished entry in `(createdAt, _id)`
+//!   order (what a token past unpublished entries, or none, would miss), and it repeats that
+//!   sweep every `poll_interval` for stragglers, so a lost stream delays messages but loses
+//!   none.
 //!   Messages of one key come from changes to one aggregate (a user, a claim), whose
 //!   transactions conflict and so commit in the order they were written.
 //! - It publishes with an idempotent producer (`acks=all`) and marks an entry published only
@@ -327,7 +329,11 @@ impl Relay {
             Err(e) => return Err(e),
         };
         self.sweep(None).await?;
-        let mut poll = tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
+        let poll_interval = Duration::from_millis(self.config.poll_interval_ms);
+        // The start-up sweep published entries the stream is about to show again (as may a
+        // previous leader); for a poll interval, stream entries are checked against the store.
+        let careful_until = Instant::now() + poll_interval;
+        let mut poll = tokio::time::interval(poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending_gauge = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -362,10 +368,25 @@ impl Relay {
                             Some(None) | None => break,
                         }
                     }
-                    let ids: Vec<String> = batch
-                        .iter()
-                        .filter_map(|e| e.full_document.as_ref().map(|d| d.id.clone()))
-                        .collect();
+                    let entries: Vec<OutboxEntry> =
+                        batch.iter().filter_map(|e| e.full_document.clone()).collect();
+                    // An entry younger than a poll interval cannot have been swept (sweeps
+                    // take older ones only), so the stream's copy is published as it is,
+                    // without a round trip to check; older ones may have been, and are.
+                    let young_since =
+                        DateTime::now().timestamp_millis() - self.config.poll_interval_ms as i64;
+                    let checked = Instant::now() < careful_until
+                        || entries
+                            .iter()
+                            .any(|e| e.created_at.timestamp_millis() < young_since);
+                    let publish = async {
+                        if checked {
+                            let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+                            self.publish_ids(&ids).await
+                        } else {
+                            self.publish(&entries).await
+                        }
+                    };
                     // The last event's own id, not `stream.resume_token()`: the stream may
                     // have a getMore in flight, and asking it for its token then fails.
                     // Stored while the batch is published, not after: the token only saves
@@ -379,7 +400,7 @@ impl Relay {
                             None => Ok(()),
                         }
                     };
-                    tokio::try_join!(self.publish_ids(&ids), store)?;
+                    tokio::try_join!(publish, store)?;
                 }
             }
         }

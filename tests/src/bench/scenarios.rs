@@ -132,6 +132,12 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
     // Bounds what a slow server makes pile up; past it the load is no longer steady, which
     // shows as a rate below the target.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
+    // When each claim's 202 came back (ms since the epoch, as MongoDB's timestamps): the
+    // moment it was accepted.
+    let accepted_at = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        i64,
+    >::new()));
     let mut tasks = tokio::task::JoinSet::new();
     for (k, user) in ids.iter().enumerate() {
         let due = Duration::from_secs_f64(k as f64 / options.rate as f64);
@@ -140,6 +146,7 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
         }
         let permit = in_flight.clone().acquire_owned().await?;
         let (direct, recorder, user) = (direct.clone(), recorder.clone(), user.clone());
+        let accepted_at = accepted_at.clone();
         let path = format!("/events/{}/rewards/{}/claims", setup.event, setup.reward);
         tasks.spawn(async move {
             let request = direct
@@ -148,6 +155,11 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
                 .header(IDENTITY_HEADER, direct.assertion(&user))
                 .header("idempotency-key", test_support::unique("bench"));
             let (latency, outcome) = timed(request, 202).await;
+            let now = mongo_kit::mongodb::bson::DateTime::now().timestamp_millis();
+            accepted_at
+                .lock()
+                .expect("never poisoned")
+                .insert(user, now);
             recorder.record(latency, outcome);
             drop(permit);
         });
@@ -179,6 +191,8 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let saga = Recorder::new("saga-settle");
+    let requested = Recorder::new("saga-requested");
+    let accepted_at = std::mem::take(&mut *accepted_at.lock().expect("never poisoned"));
     let mut statuses = std::collections::BTreeMap::<String, u64>::new();
     let mut cursor = claims.find(ours).await?;
     while let Some(claim) = cursor.try_next().await? {
@@ -194,9 +208,20 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
                 (s.get_str("step").ok()? == name).then(|| s.get_datetime("at").ok())?
             })
         };
-        if let (Some(from), Some(to)) = (at("REQUESTED"), at("COMPLETED")) {
-            let ms = (to.timestamp_millis() - from.timestamp_millis()).max(0) as u64;
-            saga.record_only(Duration::from_millis(ms));
+        let Some(done) = at("COMPLETED") else {
+            continue;
+        };
+        let since =
+            |from: i64| Duration::from_millis((done.timestamp_millis() - from).max(0) as u64);
+        if let Some(from) = at("REQUESTED") {
+            requested.record_only(since(from.timestamp_millis()));
+        }
+        if let Some(from) = claim
+            .get_str("userId")
+            .ok()
+            .and_then(|u| accepted_at.get(u))
+        {
+            saga.record_only(since(*from));
         }
     }
     let settle_note = match settled_after {
@@ -229,9 +254,16 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
     settled.figures["statuses"] = json!(statuses);
     settled.figures["settled_after_secs"] = json!(settled_after.map(|d| d.as_secs_f64()));
     settled.figures["rate"] = Value::Null;
+    let mut end_to_end = ScenarioResult::new(
+        "saga:requested->SUCCEEDED",
+        &requested,
+        took,
+        vec!["from the request's arrival: the claim's own latency included".to_owned()],
+    );
+    end_to_end.figures["rate"] = Value::Null;
     // Load and settling together: the saga's work continues after the last claim.
     accepted.figures["processes"] = sampler.finish();
-    Ok(vec![accepted, settled])
+    Ok(vec![accepted, settled, end_to_end])
 }
 
 /// The event service's `/metrics`: (sum of consumer_lag, consumer_processed_total) of the
@@ -407,18 +439,29 @@ pub async fn ingest(setup: &Setup, options: &Options) -> anyhow::Result<Scenario
     Ok(result)
 }
 
-/// (4) An authenticated cheap GET (`/users/me`) at `concurrency` through the gateway, then
-/// the same straight at the auth service with identity assertions: the gap is the proxy.
+/// (4) Authenticated cheap GETs at `concurrency` through the gateway, then the same straight
+/// at the owning service with identity assertions (the gap is the proxy): `/users/me`, which
+/// reads the user from MongoDB each time, and `/events/{id}`, which the event service serves
+/// from its short-lived copy, so what is left is HTTP, the gateway and the load generator.
 pub async fn gateway(setup: &Setup, options: &Options) -> anyhow::Result<Vec<ScenarioResult>> {
     let players = Arc::new(players(setup, options.concurrency.min(64)).await?);
-    let auth = Arc::new(Direct::at(test_support::service_url("auth")));
+    let event_path = format!("/events/{}", setup.event);
+    let targets = [
+        ("/users/me", "/users/me", "auth"),
+        ("/events/{id}", event_path.as_str(), "event"),
+    ];
     let mut results = Vec::new();
-    for via_gateway in [true, false] {
+    for ((label, path, service), via_gateway) in
+        targets.iter().flat_map(|t| [(*t, true), (*t, false)])
+    {
+        let direct = Arc::new(Direct::at(test_support::service_url(service)));
+        let path = path.to_owned();
         let name = if via_gateway {
-            "gateway:/users/me via gateway"
+            format!("gateway:{label} via gateway")
         } else {
-            "gateway:/users/me direct"
+            format!("gateway:{label} direct")
         };
+        let name = name.as_str();
         let sampler = setup.sample();
         let recorder = Recorder::new(name);
         let stop = CancellationToken::new();
@@ -427,23 +470,25 @@ pub async fn gateway(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Sce
         let started = Instant::now();
         let workers: Vec<_> = (0..options.concurrency)
             .map(|i| {
-                let (players, auth, recorder, gateway) = (
+                let (players, direct, recorder, gateway, path) = (
                     players.clone(),
-                    auth.clone(),
+                    direct.clone(),
                     recorder.clone(),
                     setup.gateway.clone(),
+                    path.clone(),
                 );
                 tokio::spawn(async move {
                     let player = &players[i % players.len()];
                     while Instant::now() < deadline {
                         let request = if via_gateway {
                             gateway
-                                .request(Method::GET, "/users/me")
+                                .request(Method::GET, &path)
                                 .bearer_auth(&player.access)
                         } else {
-                            auth.api
-                                .request(Method::GET, "/users/me")
-                                .header(IDENTITY_HEADER, auth.assertion(&player.id))
+                            direct
+                                .api
+                                .request(Method::GET, &path)
+                                .header(IDENTITY_HEADER, direct.assertion(&player.id))
                         };
                         let (latency, outcome) = timed(request, 200).await;
                         recorder.record(latency, outcome);

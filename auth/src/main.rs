@@ -1,7 +1,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: auth::Config = service_config::load()?;
-    telemetry::init_logging(&config.log);
+    let _logs = telemetry::init_logging(&config.log);
     auth::Application::build(config)
         .await?
         .run_until_stopped()

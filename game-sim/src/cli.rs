@@ -108,7 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let config: Config = service_config::load()?;
-            telemetry::init_logging(&config.log);
+            let _logs = telemetry::init_logging(&config.log);
             crate::Application::build(config)
                 .await?
                 .run_until_stopped()

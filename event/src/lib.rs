@@ -57,7 +57,13 @@ impl Default for Config {
             deps: DepsConfig::for_service(&SPEC),
             internal: InternalConfig::default(),
             user_events: ConsumerConfig::default(),
-            activity: ConsumerConfig::default(),
+            // Game activity is the high-volume stream: larger batches spread each
+            // transaction's fixed cost (session, events read, commit) over more messages and
+            // fold more of one player's activity into one update.
+            activity: ConsumerConfig {
+                batch_size: 2_000,
+                ..ConsumerConfig::default()
+            },
             grant_results: ConsumerConfig::default(),
             saga: SagaConfig::default(),
             relay: RelayConfig::default(),

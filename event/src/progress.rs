@@ -193,12 +193,15 @@ fn blank(value: &Option<String>) -> bool {
     value.as_deref().is_none_or(|v| v.trim().is_empty())
 }
 
-/// Adds what `activity` means for `event`'s condition to `change`.
-fn fold(event: &EventDoc, activity: &UserActivityEvent, change: &mut Change) {
+/// Adds what `activity` means for `event`'s condition to `change`. Returns whether it added
+/// to a counter: the one effect that folding the same activity again would repeat (login
+/// days are a set and the level a maximum).
+fn fold(event: &EventDoc, activity: &UserActivityEvent, change: &mut Change) -> bool {
     let at = activity.envelope.occurred_at;
     if at < event.starts_at.timestamp_millis() || at >= event.ends_at.timestamp_millis() {
-        return;
+        return false;
     }
+    let mut incremented = false;
     // Two leaves reading the same counter must not count one activity twice.
     let mut counted = BTreeSet::new();
     for leaf in leaves(&event.condition) {
@@ -234,8 +237,10 @@ fn fold(event: &EventDoc, activity: &UserActivityEvent, change: &mut Change) {
         let key = counter_key(metric, wanted);
         if counted.insert(key.clone()) {
             *change.counts.entry(key).or_insert(0) += i64::from(amount);
+            incremented = true;
         }
     }
+    incremented
 }
 
 /// Folds `game.user-activity` into progress documents.
@@ -316,32 +321,42 @@ impl Handler for ProgressFolder {
         batch: &[Delivery<UserActivityEvent>],
     ) -> Result<Vec<Outcome>, HandlerError> {
         let now = DateTime::now().timestamp_millis();
-        let outcomes: Vec<Outcome> = batch
+        let mut outcomes: Vec<Outcome> = batch
             .iter()
             .map(|d| match invalid(&d.message, now) {
                 Some(reason) => Outcome::Invalid(reason),
                 None => Outcome::Done,
             })
             .collect();
-        let valid: Vec<&UserActivityEvent> = batch
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| matches!(o, Outcome::Done))
-            .map(|(d, _)| &d.message)
-            .collect();
-        let (Some(from), Some(to)) = (
-            valid.iter().map(|a| a.envelope.occurred_at).min(),
-            valid.iter().map(|a| a.envelope.occurred_at).max(),
-        ) else {
+        let valid = || {
+            batch
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, Outcome::Done))
+                .map(|(d, _)| d.message.envelope.occurred_at)
+        };
+        let (Some(from), Some(to)) = (valid().min(), valid().max()) else {
             return Ok(outcomes);
         };
         let events = self.events_between(session, from, to).await?;
-        let mut changes: BTreeMap<(String, String), Change> = BTreeMap::new();
-        for activity in &valid {
+        // Keyed by reference into the batch and the events: no strings copied per activity.
+        let mut changes: BTreeMap<(&str, &str), Change> = BTreeMap::new();
+        for (delivery, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+            if *outcome != Outcome::Done {
+                continue;
+            }
+            let activity = &delivery.message;
+            let mut incremented = false;
             for event in &events {
-                let key = (event.id.clone(), activity.user_id.clone());
-                let change = changes.entry(key).or_default();
-                fold(event, activity, change);
+                let change = changes
+                    .entry((event.id.as_str(), activity.user_id.as_str()))
+                    .or_default();
+                incremented |= fold(event, activity, change);
+            }
+            // Only a counter increment would be repeated by folding the activity again; the
+            // rest need no inbox record (a re-send is folded again, to no further effect).
+            if !incremented {
+                *outcome = Outcome::Repeatable;
             }
         }
         changes.retain(|_, c| *c != Change::default());
@@ -357,13 +372,13 @@ impl ProgressFolder {
     async fn write(
         &self,
         session: &mut ClientSession,
-        changes: BTreeMap<(String, String), Change>,
+        changes: BTreeMap<(&str, &str), Change>,
     ) -> Result<(), HandlerError> {
         let updates: Vec<Document> = changes
             .into_iter()
             .map(|((event_id, user_id), change)| {
                 let mut update = doc! {
-                    "$setOnInsert": { "eventId": &event_id, "userId": &user_id },
+                    "$setOnInsert": { "eventId": event_id, "userId": user_id },
                 };
                 if !change.counts.is_empty() {
                     let counts: Document = change
@@ -381,7 +396,7 @@ impl ProgressFolder {
                     update.insert("$max", doc! { "level": level });
                 }
                 doc! {
-                    "q": { "_id": progress_id(&event_id, &user_id) },
+                    "q": { "_id": progress_id(event_id, user_id) },
                     "u": update,
                     "upsert": true,
                 }
@@ -529,6 +544,40 @@ mod tests {
         let mut change = Change::default();
         fold(&e, &activity(ActivityType::Login, 12), &mut change);
         assert_eq!(change, Change::default());
+    }
+
+    #[test]
+    fn only_counter_increments_are_reported_as_what_a_second_fold_would_repeat() {
+        let e = event(json!({ "all": [
+            { "metric": "QUEST_COMPLETED", "op": ">=", "value": 1, "filter": { "questId": "dragon" } },
+            { "metric": "LOGIN_DAYS", "op": ">=", "value": 1 },
+            { "metric": "LEVEL", "op": ">=", "value": 1 },
+        ]}));
+        let quest = |id: &str, day: i64| {
+            let mut a = activity(ActivityType::QuestCompleted, day);
+            a.quest_id = Some(id.into());
+            a
+        };
+        let mut level = activity(ActivityType::LevelUp, 12);
+        level.new_level = Some(3);
+        let mut change = Change::default();
+        assert!(fold(&e, &quest("dragon", 12), &mut change));
+        assert!(!fold(&e, &quest("goblin", 12), &mut change), "not counted");
+        assert!(
+            !fold(&e, &quest("dragon", 25), &mut change),
+            "outside the window"
+        );
+        assert!(!fold(&e, &activity(ActivityType::Login, 12), &mut change));
+        assert!(!fold(&e, &level, &mut change));
+        // Folding the idempotent ones again changes nothing.
+        let before = change.counts.clone();
+        let (days, top) = (change.login_days.clone(), change.level);
+        fold(&e, &activity(ActivityType::Login, 12), &mut change);
+        fold(&e, &level, &mut change);
+        assert_eq!(
+            (change.counts, change.login_days, change.level),
+            (before, days, top)
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! - Each assigned partition gets a worker that takes its messages in order, in batches.
 //!   A batch is applied in one MongoDB transaction together with an *inbox* record per
 //!   message id; ids already in the inbox are skipped (re-deliveries, re-sends, replays).
+//!   A message the handler reports as [`Outcome::Repeatable`] (no effect, or only an
+//!   idempotent one) gets no inbox record: applying it again would change nothing, and on a
+//!   high-volume stream the record would be most of the database's work.
 //! - The partition's offset is stored only after that transaction committed, and committed
 //!   to Kafka from there: a crash after the commit re-delivers messages the inbox then drops.
 //! - Errors are classified. Undecodable bytes, an unknown schema id, content the handler
@@ -81,6 +84,11 @@ pub struct Delivery<M> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Done,
+    /// Applied, and applying it again later would add nothing: it changed nothing, or only
+    /// idempotently (a set insert, a maximum). No inbox record is kept for it, which saves a
+    /// write per message on high-volume streams; a re-delivery or re-send is applied again
+    /// (to no further effect) instead of being dropped, so it is not counted as a duplicate.
+    Repeatable,
     /// The content cannot be processed (and never will be as it is): dead-letter it.
     Invalid(String),
 }
@@ -176,12 +184,6 @@ struct InboxEntry {
     partition: i32,
     offset: i64,
     processed_at: DateTime,
-}
-
-#[derive(Debug, Deserialize)]
-struct InboxId {
-    #[serde(rename = "_id")]
-    message_id: String,
 }
 
 /// Reports consumer lag from librdkafka's statistics.
@@ -355,7 +357,10 @@ impl<H: Handler> ConsumerRunner<H> {
                 tracing::debug!(%topic, partition, error = %e, "offset not stored");
             }
             let left = backlog.fetch_sub(count, Ordering::AcqRel) - count;
-            if left < self.config.batch_size / 2 && paused.swap(false, Ordering::AcqRel) {
+            // Resume while a full batch is still queued: pausing drops librdkafka's prefetched
+            // messages for the partition, and resuming starts a fresh fetch, so a worker that
+            // resumed only when nearly idle waited for that fetch after every few batches.
+            if left < self.config.batch_size && paused.swap(false, Ordering::AcqRel) {
                 let _ = consumer.resume(&one_partition(&topic, partition));
             }
             #[cfg(feature = "failpoints")]
@@ -365,22 +370,21 @@ impl<H: Handler> ConsumerRunner<H> {
 
     /// Decodes, applies and dead-letters one batch. Returns false if `stop` cut it short.
     async fn process(&self, batch: Vec<OwnedMessage>, stop: &CancellationToken) -> bool {
-        let mut fresh = Vec::with_capacity(batch.len());
+        // The decoded messages and, at the same index, the raw message each came from: the
+        // handler gets the deliveries as one slice, without copying them.
+        let mut raws: Vec<&OwnedMessage> = Vec::with_capacity(batch.len());
+        let mut deliveries: Vec<Delivery<H::Message>> = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
         let mut attempt = 0;
         'decoding: loop {
-            fresh.clear();
+            raws.clear();
+            deliveries.clear();
             dead.clear();
-            let mut seen = HashSet::new();
             for raw in &batch {
                 match self.decode(raw).await {
                     Decoded::Message(delivery) => {
-                        // A re-send within the same batch counts once.
-                        if seen.insert(delivery.message_id.clone()) {
-                            fresh.push((raw, delivery));
-                        } else {
-                            self.count("consumer_duplicates_total", 1);
-                        }
+                        raws.push(raw);
+                        deliveries.push(delivery);
                     }
                     Decoded::Dead(class, reason) => dead.push((raw, class, reason, 1)),
                     Decoded::Retry(reason) => {
@@ -396,10 +400,24 @@ impl<H: Handler> ConsumerRunner<H> {
             }
             break;
         }
-        let deliveries: Vec<Delivery<H::Message>> = fresh.iter().map(|(_, d)| d.clone()).collect();
+        // A re-send within the same batch counts once.
+        let mut seen = HashSet::with_capacity(deliveries.len());
+        let keep: Vec<bool> = deliveries
+            .iter()
+            .map(|d| seen.insert(d.message_id.as_str()))
+            .collect();
+        drop(seen);
+        let repeats = keep.iter().filter(|k| !**k).count();
+        if repeats > 0 {
+            self.count("consumer_duplicates_total", repeats as u64);
+            let mut flags = keep.iter();
+            raws.retain(|_| *flags.next().unwrap_or(&true));
+            let mut flags = keep.iter();
+            deliveries.retain(|_| *flags.next().unwrap_or(&true));
+        }
         match self.apply_with_retries(&deliveries, stop).await {
             Applied::Outcomes(outcomes) => {
-                for ((raw, _), outcome) in fresh.iter().zip(outcomes) {
+                for (raw, outcome) in raws.iter().zip(outcomes) {
                     if let Outcome::Invalid(reason) = outcome {
                         dead.push((raw, ErrorClass::InvalidContent, reason, 1));
                     }
@@ -408,7 +426,7 @@ impl<H: Handler> ConsumerRunner<H> {
             Applied::Stopped => return false,
             Applied::Exhausted(attempts, reason) => {
                 // Find the culprit: one message at a time, each with its own attempts.
-                for (raw, delivery) in &fresh {
+                for (raw, delivery) in raws.iter().zip(&deliveries) {
                     match self
                         .apply_with_retries(std::slice::from_ref(delivery), stop)
                         .await
@@ -532,7 +550,10 @@ impl<H: Handler> ConsumerRunner<H> {
                 commit_with_retry(&mut session).await?;
                 #[cfg(feature = "failpoints")]
                 failpoint("consumer-after-commit");
-                let done = outcomes.iter().filter(|o| **o == Outcome::Done).count();
+                let done = outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Outcome::Done | Outcome::Repeatable))
+                    .count();
                 self.count("consumer_processed_total", done as u64);
                 Ok(outcomes)
             }
@@ -550,28 +571,38 @@ impl<H: Handler> ConsumerRunner<H> {
         ids: &[&str],
     ) -> Result<Vec<Outcome>, HandlerError> {
         use futures::TryStreamExt;
-        // Only the ids come back, so they are read as such: an `InboxEntry` would not
-        // deserialize from them.
+        // Read as plain documents: the projection leaves only `_id`, which an `InboxEntry`
+        // (all of whose fields are required) would refuse to deserialise.
         let known: HashSet<String> = self
             .inbox
-            .clone_with_type::<InboxId>()
+            .clone_with_type::<mongo_kit::mongodb::bson::Document>()
             .find(doc! { "_id": { "$in": ids } })
             .projection(doc! { "_id": 1 })
             .session(&mut *session)
             .await?
             .stream(&mut *session)
-            .map_ok(|e| e.message_id)
+            .try_filter_map(|e| async move { Ok(e.get_str("_id").ok().map(str::to_owned)) })
             .try_collect()
             .await?;
-        let new: Vec<Delivery<H::Message>> = batch
-            .iter()
-            .filter(|d| !known.contains(&d.message_id))
-            .cloned()
-            .collect();
-        let seen = batch.len() - new.len();
-        if seen > 0 {
+        // Usually nothing is known (re-deliveries are rare): the batch goes to the handler as
+        // it is, without copying it.
+        let new: std::borrow::Cow<'_, [Delivery<H::Message>]> = if known.is_empty() {
+            std::borrow::Cow::Borrowed(batch)
+        } else {
+            let seen = batch.len()
+                - batch
+                    .iter()
+                    .filter(|d| !known.contains(&d.message_id))
+                    .count();
             self.count("consumer_duplicates_total", seen as u64);
-        }
+            std::borrow::Cow::Owned(
+                batch
+                    .iter()
+                    .filter(|d| !known.contains(&d.message_id))
+                    .cloned()
+                    .collect(),
+            )
+        };
         let outcomes = if new.is_empty() {
             Vec::new()
         } else {
@@ -585,6 +616,7 @@ impl<H: Handler> ConsumerRunner<H> {
             )));
         }
         let now = DateTime::now();
+        // Only what must not be applied twice is remembered (see `Outcome::Repeatable`).
         let entries: Vec<InboxEntry> = new
             .iter()
             .zip(&outcomes)
@@ -602,6 +634,9 @@ impl<H: Handler> ConsumerRunner<H> {
                 .insert_many(entries)
                 .session(&mut *session)
                 .await?;
+        }
+        if known.is_empty() {
+            return Ok(outcomes);
         }
         // Outcomes for the whole batch, in order: duplicates count as done.
         let mut by_id: HashMap<&str, Outcome> = new
@@ -692,14 +727,14 @@ impl Worker {
         }
     }
 
-    /// Hands a message to the worker; pauses the partition when its backlog passes two
+    /// Hands a message to the worker; pauses the partition when its backlog passes four
     /// batches (a slow or retrying worker), so fetching stops instead of memory filling up.
     fn enqueue(&self, message: OwnedMessage, consumer: &KafkaConsumer, batch_size: usize) {
         let backlog = self.backlog.fetch_add(1, Ordering::AcqRel) + 1;
         if self.queue.send(message).is_err() {
             return;
         }
-        if backlog > 2 * batch_size && !self.paused.swap(true, Ordering::AcqRel) {
+        if backlog > 4 * batch_size && !self.paused.swap(true, Ordering::AcqRel) {
             let _ = consumer.pause(&one_partition(&self.topic, self.partition));
         }
     }

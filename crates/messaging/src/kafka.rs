@@ -61,6 +61,11 @@ pub fn consumer_config(config: &KafkaConfig, group: &str) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
+        // The runner pauses a partition whose worker falls behind and resumes it a batch
+        // later. With the default (1 s) a resumed partition then often waited a second for
+        // its next fetch: measured as exactly ~1 000 messages per partition per second at any
+        // load. Re-checking after 20 ms costs nothing on an idle consumer.
+        .set("fetch.queue.backoff.ms", "20")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set(
             "heartbeat.interval.ms",

@@ -4,6 +4,8 @@
 //! Subjects follow the TopicRecordName strategy (`<topic>-<record full name>`), so one topic
 //! may carry several record types, each evolving under its own compatibility check.
 
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use contracts::{Contract, ContractSchema};
 use futures::future::BoxFuture;
@@ -15,7 +17,8 @@ use schema_registry_converter::schema_registry_common::{
 };
 use serde::Deserialize;
 use service_config::RegistryConfig;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,16 @@ pub struct SchemaRegistry {
     http: reqwest::Client,
     encoder: AvroEncoder,
     decoder: AvroDecoder,
+    /// Writer schemas by id, ready to decode with. The converter's own decoder resolves the
+    /// schema's names again and copies them for every message (a map and a name per record:
+    /// most of a consumer's decoding time at tens of thousands of messages per second).
+    readers: RwLock<HashMap<u32, Arc<WriterSchema>>>,
+}
+
+/// A writer schema parsed and resolved once, with its record's full name.
+struct WriterSchema {
+    reader: GenericDatumReader<'static>,
+    record: Option<String>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -124,6 +137,7 @@ impl SchemaRegistry {
             url,
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings.clone()),
+            readers: RwLock::new(HashMap::new()),
             settings,
             http,
         })
@@ -183,8 +197,61 @@ impl SchemaRegistry {
         &self,
         bytes: &[u8],
     ) -> Result<(Option<String>, Value), RegistryError> {
-        let decoded = self.decoder.decode(Some(bytes)).await?;
-        Ok((decoded.name.map(|n| n.fullname(None)), decoded.value))
+        // Confluent framing: magic byte 0, then the schema id (big-endian).
+        let (Some(&0), Some(id)) = (bytes.first(), bytes.get(1..5)) else {
+            // Not framed: the converter says why, as it always did.
+            let decoded = self.decoder.decode(Some(bytes)).await?;
+            return Ok((decoded.name.map(|n| n.fullname(None)), decoded.value));
+        };
+        let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        let known = self
+            .readers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        let writer = match known {
+            Some(writer) => writer,
+            None => {
+                // First sight of this id: the converter fetches the schema (its errors, such as
+                // an unknown id, are the ones callers classify) and decodes this message.
+                let Some(decoded) = self.decoder.decode_with_schema(Some(bytes)).await? else {
+                    return Ok((None, Value::Null));
+                };
+                self.remember(id, &decoded.schema.parsed)?;
+                return Ok((decoded.name.map(|n| n.fullname(None)), decoded.value));
+            }
+        };
+        let value = writer
+            .reader
+            .read_value(&mut &bytes[5..])
+            .map_err(|source| RegistryError::Shape {
+                record: writer.record.clone().unwrap_or_else(|| "a value".into()),
+                source,
+            })?;
+        Ok((writer.record.clone(), value))
+    }
+
+    /// Keeps a writer schema for decoding. It is leaked on purpose: a reader borrows its
+    /// schema, the registry holds each id's schema for good, and a process meets a handful.
+    fn remember(&self, id: u32, parsed: &Schema) -> Result<(), RegistryError> {
+        let mut readers = self.readers.write().unwrap_or_else(|e| e.into_inner());
+        if readers.contains_key(&id) {
+            return Ok(());
+        }
+        let schema: &'static Schema = Box::leak(Box::new(parsed.clone()));
+        let record = match schema {
+            Schema::Record(r) => Some(r.name.fullname(None)),
+            _ => None,
+        };
+        let reader = GenericDatumReader::builder(schema)
+            .build()
+            .map_err(|source| RegistryError::Shape {
+                record: record.clone().unwrap_or_else(|| "a value".into()),
+                source,
+            })?;
+        readers.insert(id, Arc::new(WriterSchema { reader, record }));
+        Ok(())
     }
 
     /// Decodes Confluent-framed bytes into JSON (for people: dead-letter views, `./dev topic`)

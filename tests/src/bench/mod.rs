@@ -137,6 +137,8 @@ pub async fn run(options: Options) -> anyhow::Result<(PathBuf, bool)> {
             }
         }
     }
+    // Ended, so that later runs' activity is not folded into every earlier run's event too.
+    crate::saga::set_status(&setup.gateway, &setup.operator, &setup.event, "ENDED").await;
     if options.scenarios.iter().any(|s| s == "memory") {
         let rows: Vec<Value> = idle
             .iter()

@@ -29,6 +29,8 @@ pub struct Options {
     pub rate: u64,
     /// Activity records per second of the ingestion scenario.
     pub ingest_rate: u64,
+    /// Requests per second of the gateway scenario's equal-load comparison.
+    pub gateway_rate: u64,
     /// Players of the claims scenario, instead of duration x the expected rate.
     pub players: Option<usize>,
     /// Where `<timestamp>/` with results.json and plots goes.
@@ -90,7 +92,8 @@ pub async fn run(options: Options) -> anyhow::Result<(PathBuf, bool)> {
         "options": {
             "scenarios": options.scenarios, "duration_secs": options.duration,
             "concurrency": options.concurrency, "rate": options.rate,
-            "ingest_rate": options.ingest_rate, "smoke": options.smoke,
+            "ingest_rate": options.ingest_rate, "gateway_rate": options.gateway_rate,
+            "smoke": options.smoke,
             "players": options.players,
         },
         "event": setup.event,
@@ -162,6 +165,9 @@ pub async fn run(options: Options) -> anyhow::Result<(PathBuf, bool)> {
     output::write_json(&dir, &context, &results)?;
     output::plots(&dir, &results);
     println!("results: {}", dir.display());
+    // Closed while the runtime still runs: a client dropped during its shutdown panicked in
+    // the driver (ending its sessions needs the connection pool's task).
+    setup.event_db.client().clone().shutdown().await;
     Ok((dir, all_ran))
 }
 

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Claims per second a release build sustains today (ed837a5: ~520/s at c64): sizes the
+/// Claims per second a release build sustains today (869af95: ~940/s at c64): sizes the
 /// player pool so a run does not run out of players, without registering far too many.
-const EXPECTED_CLAIMS_PER_SEC: usize = 700;
+const EXPECTED_CLAIMS_PER_SEC: usize = 1_000;
 /// The most players a claims run registers (a first run then takes a minute or two).
 const POOL_CAP: usize = 20_000;
 
@@ -42,6 +42,45 @@ async fn timed(request: reqwest::RequestBuilder, expected: u16) -> (Duration, Re
         let _ = response.bytes().await;
     }
     (sent.elapsed(), outcome)
+}
+
+/// Sends `count` requests at a steady `rate` per second (open loop: a slow reply does not
+/// slow the sending), `request(k)` making the k-th, and records each; `done(k)` runs when
+/// the k-th got its reply. Returns how long it took.
+async fn open_loop<R, D>(
+    count: usize,
+    rate: u64,
+    expected: u16,
+    recorder: &Recorder,
+    request: R,
+    done: D,
+) -> anyhow::Result<Duration>
+where
+    R: Fn(usize) -> reqwest::RequestBuilder,
+    D: Fn(usize) + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    // Bounds what a slow server makes pile up; past it the load is no longer steady, which
+    // shows as a rate below the target.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
+    let done = Arc::new(done);
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..count {
+        let due = Duration::from_secs_f64(k as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let permit = in_flight.clone().acquire_owned().await?;
+        let (request, recorder, done) = (request(k), recorder.clone(), done.clone());
+        tasks.spawn(async move {
+            let (latency, outcome) = timed(request, expected).await;
+            done(k);
+            recorder.record(latency, outcome);
+            drop(permit);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(started.elapsed())
 }
 
 /// (1) Claims through the gateway by signed-in players, `concurrency` clients in a closed
@@ -128,44 +167,35 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
     let recorder = Recorder::new("saga");
     let stop = CancellationToken::new();
     let ticker = recorder.ticker(stop.clone());
-    let started = Instant::now();
-    // Bounds what a slow server makes pile up; past it the load is no longer steady, which
-    // shows as a rate below the target.
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
     // When each claim's 202 came back (ms since the epoch, as MongoDB's timestamps): the
     // moment it was accepted.
     let accepted_at = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
         String,
         i64,
     >::new()));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (k, user) in ids.iter().enumerate() {
-        let due = Duration::from_secs_f64(k as f64 / options.rate as f64);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            tokio::time::sleep(wait).await;
-        }
-        let permit = in_flight.clone().acquire_owned().await?;
-        let (direct, recorder, user) = (direct.clone(), recorder.clone(), user.clone());
-        let accepted_at = accepted_at.clone();
-        let path = format!("/events/{}/rewards/{}/claims", setup.event, setup.reward);
-        tasks.spawn(async move {
-            let request = direct
+    let path = format!("/events/{}/rewards/{}/claims", setup.event, setup.reward);
+    let took = open_loop(
+        ids.len(),
+        options.rate,
+        202,
+        &recorder,
+        |k| {
+            direct
                 .api
                 .request(Method::POST, &path)
-                .header(IDENTITY_HEADER, direct.assertion(&user))
-                .header("idempotency-key", test_support::unique("bench"));
-            let (latency, outcome) = timed(request, 202).await;
-            let now = mongo_kit::mongodb::bson::DateTime::now().timestamp_millis();
-            accepted_at
-                .lock()
-                .expect("never poisoned")
-                .insert(user, now);
-            recorder.record(latency, outcome);
-            drop(permit);
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    let took = started.elapsed();
+                .header(IDENTITY_HEADER, direct.assertion(&ids[k]))
+                .header("idempotency-key", test_support::unique("bench"))
+        },
+        {
+            let (ids, accepted_at) = (ids.clone(), accepted_at.clone());
+            move |k| {
+                let now = mongo_kit::mongodb::bson::DateTime::now().timestamp_millis();
+                let mut accepted = accepted_at.lock().expect("never poisoned");
+                accepted.insert(ids[k].clone(), now);
+            }
+        },
+    )
+    .await?;
     stop.cancel();
     ticker.await?;
 
@@ -523,6 +553,53 @@ pub async fn gateway(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Sce
             &recorder,
             took,
             vec![format!("c{}", options.concurrency)],
+        );
+        result.figures["processes"] = sampler.finish();
+        results.push(result);
+    }
+    // The proxy's cost at equal load: one steady rate through the gateway and direct (in
+    // the closed loops above, the direct run also gets the CPU the gateway would use).
+    let direct = Direct::at(test_support::service_url("event"));
+    for via_gateway in [true, false] {
+        let name = format!(
+            "gateway:/events/{{id}} {} @{}/s",
+            if via_gateway { "via gateway" } else { "direct" },
+            options.gateway_rate
+        );
+        let sampler = setup.sample();
+        let recorder = Recorder::new(&name);
+        let stop = CancellationToken::new();
+        let ticker = recorder.ticker(stop.clone());
+        let count = (options.gateway_rate * options.duration) as usize;
+        let took = open_loop(
+            count,
+            options.gateway_rate,
+            200,
+            &recorder,
+            |k| {
+                let player = &players[k % players.len()];
+                if via_gateway {
+                    setup
+                        .gateway
+                        .request(Method::GET, &event_path)
+                        .bearer_auth(&player.access)
+                } else {
+                    direct
+                        .api
+                        .request(Method::GET, &event_path)
+                        .header(IDENTITY_HEADER, direct.assertion(&player.id))
+                }
+            },
+            |_| {},
+        )
+        .await?;
+        stop.cancel();
+        ticker.await?;
+        let mut result = ScenarioResult::new(
+            &name,
+            &recorder,
+            took,
+            vec![format!("open loop at {}/s", options.gateway_rate)],
         );
         result.figures["processes"] = sampler.finish();
         results.push(result);

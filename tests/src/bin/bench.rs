@@ -28,6 +28,9 @@ struct Args {
     /// Activity records per second of the ingestion scenario.
     #[arg(long)]
     ingest_rate: Option<u64>,
+    /// Requests per second at which the gateway scenario compares via and direct.
+    #[arg(long)]
+    gateway_rate: Option<u64>,
     /// Players of the claims scenario (default: duration x 700/s, at most 20000; a run
     /// ends early when they have all claimed).
     #[arg(long)]
@@ -70,6 +73,9 @@ async fn main() -> ExitCode {
         ingest_rate: args
             .ingest_rate
             .unwrap_or(if args.smoke { 200 } else { 5_000 }),
+        gateway_rate: args
+            .gateway_rate
+            .unwrap_or(if args.smoke { 50 } else { 5_000 }),
         players: args.players,
         out: args.out,
         smoke: args.smoke,

@@ -446,6 +446,8 @@ fn same_request(earlier: ClaimDoc, fingerprint: &str) -> Result<Claimed, EventEr
 /// successes (the common case); failures and late successes, which move stock and limits
 /// back, are written claim by claim. Results are taken in order against the claims as this
 /// batch leaves them, so a repeated result in the same batch finds its claim settled.
+/// Every write is conditional on the claim's status, so a result applied again changes
+/// nothing: results need no inbox record ([`Outcome::Repeatable`]).
 #[derive(Clone)]
 pub struct GrantResults {
     saga: Saga,
@@ -497,7 +499,7 @@ impl GrantResults {
                 ));
                 claim.status = ClaimStatus::Succeeded;
                 metrics::counter!("claims_settled_total", "status" => "SUCCEEDED").increment(1);
-                Ok(Outcome::Done)
+                Ok(Outcome::Repeatable)
             }
             (ClaimStatus::Pending, GrantOutcome::Failed) => {
                 let reason = result
@@ -510,7 +512,7 @@ impl GrantResults {
                 ];
                 self.saga.compensate(session, claim, &reason, steps).await?;
                 claim.status = ClaimStatus::Failed;
-                Ok(Outcome::Done)
+                Ok(Outcome::Repeatable)
             }
             (ClaimStatus::Failed, GrantOutcome::Succeeded) => {
                 // Granted after the claim was given up on: the player has the reward, so the
@@ -550,10 +552,10 @@ impl GrantResults {
                     .session(&mut *session)
                     .await?;
                 claim.status = ClaimStatus::Succeeded;
-                Ok(Outcome::Done)
+                Ok(Outcome::Repeatable)
             }
             // Already settled: a repeated result.
-            _ => Ok(Outcome::Done),
+            _ => Ok(Outcome::Repeatable),
         }
     }
 }

@@ -2,10 +2,11 @@
 //! success to the player's holdings, and answers with a GrantResultEvent through the outbox,
 //! all in the batch's transaction.
 //!
-//! The inbox (message ids) drops re-deliveries of one message; the ledger (command ids) is
-//! what stops a *re-sent* command, which the event service sends under a new message id when
-//! no result came back. Such a re-send is answered with the stored decision again (same
-//! outcome, reason and coupon code), since the earlier result may be what went missing.
+//! The ledger (command ids) is what stops a *re-sent* command, which the event service sends
+//! under a new message id when no result came back. Such a re-send is answered with the
+//! stored decision again (same outcome, reason and coupon code), since the earlier result may
+//! be what went missing. A re-delivery of one message (after a crash) is handled the same
+//! way, so commands need no inbox record ([`Outcome::Repeatable`]): a write less per batch.
 
 use crate::config::FailureConfig;
 use crate::ledger::{GrantDoc, Holding, Ledger};
@@ -143,7 +144,7 @@ impl Handler for Grants {
                     HandlerError::Retryable(format!("encoding a grant result: {e}"))
                 })?;
             results.push(entry);
-            outcomes.push(Outcome::Done);
+            outcomes.push(Outcome::Repeatable);
         }
         self.ledger.record(session, &fresh).await?;
         self.ledger.count_resends(session, &resends).await?;

@@ -46,7 +46,8 @@ pub struct GrantDoc {
     pub attempt: i32,
     pub message_id: String,
     pub decided_at: DateTime,
-    /// How many re-sends were answered from this record, and the latest attempt seen.
+    /// How many re-sends (and re-deliveries) were answered from this record, and the latest
+    /// attempt seen.
     #[serde(default)]
     pub resends: i64,
     #[serde(default)]

@@ -287,7 +287,7 @@ impl Inner {
             counts,
             self.rewards.find_one(doc! { "_id": reward_id }),
             self.events.find_one(doc! { "_id": &event_id }),
-            self.players(items),
+            self.players(&event_id, items),
         )?;
         let reward = reward.ok_or_else(|| Error::custom(Raced))?;
         Ok(Facts {
@@ -311,13 +311,13 @@ impl Inner {
     }
 
     /// The progress and the status of the batch's players (one query each per batch).
-    async fn players(&self, items: &[(ClaimDoc, OutboxEntry)]) -> Result<Players, Error> {
+    async fn players(
+        &self,
+        event_id: &str,
+        items: &[(ClaimDoc, OutboxEntry)],
+    ) -> Result<Players, Error> {
         use futures::TryStreamExt;
         let users: Vec<&str> = items.iter().map(|(c, _)| c.user_id.as_str()).collect();
-        let event_id = items
-            .first()
-            .map(|(c, _)| c.event_id.as_str())
-            .unwrap_or_default();
         let barred = async {
             self.users
                 .find(doc! { "_id": { "$in": &users } })

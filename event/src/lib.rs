@@ -4,7 +4,6 @@
 //! compensate).
 
 mod batch;
-mod catalog;
 mod claims;
 mod condition;
 mod error;

@@ -395,23 +395,14 @@ impl ProgressFolder {
                 if let Some(level) = change.level {
                     update.insert("$max", doc! { "level": level });
                 }
-                doc! {
-                    "q": { "_id": progress_id(event_id, user_id) },
-                    "u": update,
-                    "upsert": true,
-                }
+                mongo_kit::update_statement(
+                    doc! { "_id": progress_id(event_id, user_id) },
+                    update,
+                    true,
+                )
             })
             .collect();
-        let reply = self
-            .db
-            .run_command(doc! { "update": COLLECTION, "updates": updates, "ordered": true })
-            .session(&mut *session)
-            .await?;
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            return Err(HandlerError::Retryable(format!(
-                "progress update refused: {errors:?}"
-            )));
-        }
+        mongo_kit::update_each(&self.db, COLLECTION, updates, session).await?;
         Ok(())
     }
 }

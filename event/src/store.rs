@@ -1,6 +1,5 @@
 //! `event_db`: the `events` and `claims` collections and the queries on them.
 
-use crate::catalog::Cached;
 use crate::error::EventError;
 use http_api::events::{
     Claim, ClaimEvent, ClaimFilter, ClaimStatus, ClaimStep, Condition, Event, EventFilter,
@@ -248,37 +247,75 @@ pub struct Store {
     events: Collection<EventDoc>,
     rewards: Collection<RewardDoc>,
     claims: Collection<ClaimDoc>,
-    cached_events: Arc<Cached<EventDoc>>,
-    cached_rewards: Arc<Cached<RewardDoc>>,
+    /// Short-lived copies of events and rewards for the claim path and `GET /events/{id}`.
+    ///
+    /// Every claim needs its event and reward before it can be queued, and at a few thousand
+    /// claims a second two reads per claim are a good share of MongoDB's work for documents
+    /// that change a few times a day. The copies only serve the checks before the batch
+    /// (does the reward exist and belong to the event, what it grants): the batch reads the
+    /// event and the stock again and decides on those. So a copy at most `cache_ttl` old
+    /// widens a window that exists anyway (a request reads, its batch commits a little
+    /// later), and this instance forgets an entry as soon as it changes it.
+    cached_events: Copies<EventDoc>,
+    cached_rewards: Copies<RewardDoc>,
+}
+
+/// At most 10 000 copies, each at most the ttl old; `None` when the ttl is zero.
+type Copies<T> = Option<moka::future::Cache<String, Arc<T>>>;
+
+fn copies<T: Send + Sync + 'static>(ttl: Duration) -> Copies<T> {
+    (!ttl.is_zero()).then(|| {
+        moka::future::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(ttl)
+            .build()
+    })
+}
+
+/// `id`'s copy in `copies`, or `read` it and keep a copy.
+async fn copied<T, F>(copies: &Copies<T>, id: &str, read: F) -> Result<Arc<T>, EventError>
+where
+    T: Send + Sync + 'static,
+    F: Future<Output = Result<T, EventError>>,
+{
+    let Some(copies) = copies else {
+        return Ok(Arc::new(read.await?));
+    };
+    if let Some(copy) = copies.get(id).await {
+        return Ok(copy);
+    }
+    let value = Arc::new(read.await?);
+    copies.insert(id.to_owned(), value.clone()).await;
+    Ok(value)
+}
+
+async fn forget<T: Send + Sync + 'static>(copies: &Copies<T>, id: &str) {
+    if let Some(copies) = copies {
+        copies.invalidate(id).await;
+    }
 }
 
 impl Store {
-    /// `cache_ttl`: how old the copies of events and rewards the claim path uses may be
-    /// (see [`crate::catalog`]); zero turns the copies off.
+    /// `cache_ttl`: how old the copies of events and rewards the claim path uses may be;
+    /// zero turns the copies off.
     pub fn new(db: &Database, cache_ttl: Duration) -> Self {
         Self {
             events: db.collection("events"),
             rewards: db.collection("rewards"),
             claims: db.collection("claims"),
-            cached_events: Arc::new(Cached::new(cache_ttl)),
-            cached_rewards: Arc::new(Cached::new(cache_ttl)),
+            cached_events: copies(cache_ttl),
+            cached_rewards: copies(cache_ttl),
         }
     }
 
     /// The event, from a copy at most `cache_ttl` old.
     pub async fn cached_event(&self, id: &str) -> Result<Arc<EventDoc>, EventError> {
-        match self.cached_events.get(id) {
-            Some(event) => Ok(event),
-            None => Ok(self.cached_events.put(id, self.event(id).await?)),
-        }
+        copied(&self.cached_events, id, self.event(id)).await
     }
 
     /// The reward, from a copy at most `cache_ttl` old.
     pub async fn cached_reward(&self, id: &str) -> Result<Arc<RewardDoc>, EventError> {
-        match self.cached_rewards.get(id) {
-            Some(reward) => Ok(reward),
-            None => Ok(self.cached_rewards.put(id, self.reward(id).await?)),
-        }
+        copied(&self.cached_rewards, id, self.reward(id)).await
     }
 
     /// Applies `changes` unless the event has ended, or they touch the condition of an ACTIVE
@@ -328,7 +365,7 @@ impl Store {
                 &updated,
             )
             .await?;
-        self.cached_events.forget(id);
+        forget(&self.cached_events, id).await;
         if replaced.matched_count == 0 {
             return Err(EventError::Conflict);
         }
@@ -352,7 +389,7 @@ impl Store {
                 doc! { "$set": { "status": bson_of(&to)?, "updatedAt": now } },
             )
             .await?;
-        self.cached_events.forget(id);
+        forget(&self.cached_events, id).await;
         if changed.matched_count == 0 {
             return Err(EventError::Conflict);
         }
@@ -415,7 +452,7 @@ impl Store {
             .find_one_and_update(filter, doc! { "$set": set })
             .return_document(mongo_kit::mongodb::options::ReturnDocument::After)
             .await?;
-        self.cached_rewards.forget(id);
+        forget(&self.cached_rewards, id).await;
         match updated {
             Some(reward) => Ok(reward),
             None => {

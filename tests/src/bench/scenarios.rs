@@ -5,6 +5,7 @@ use super::measure::Recorder;
 use super::prepare::{Setup, players};
 use super::{Options, ScenarioResult};
 use crate::saga::Direct;
+use crate::{Api, User};
 use auth_claims::IDENTITY_HEADER;
 use futures::TryStreamExt;
 use mongo_kit::mongodb::bson::{Document, doc};
@@ -83,6 +84,71 @@ where
     Ok(started.elapsed())
 }
 
+/// A scenario's load under measurement: the instance's processes sampled, latencies
+/// recorded, and a progress line each second until the load is done.
+struct Measuring {
+    sampler: super::procs::Sampler,
+    recorder: Recorder,
+    stop: CancellationToken,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Measuring {
+    fn start(setup: &Setup, name: &str) -> Self {
+        let recorder = Recorder::new(name);
+        let stop = CancellationToken::new();
+        Self {
+            sampler: setup.sample(),
+            ticker: Some(recorder.ticker(stop.clone())),
+            recorder,
+            stop,
+        }
+    }
+
+    /// No more progress lines; the processes are still sampled.
+    async fn load_done(&mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        if let Some(ticker) = self.ticker.take() {
+            ticker.await?;
+        }
+        Ok(())
+    }
+
+    /// The scenario's row: the recorded latencies and the processes sampled until now.
+    async fn result(
+        mut self,
+        name: &str,
+        took: Duration,
+        notes: Vec<String>,
+    ) -> anyhow::Result<ScenarioResult> {
+        self.load_done().await?;
+        let mut result = ScenarioResult::new(name, &self.recorder, took, notes);
+        result.figures["processes"] = self.sampler.finish();
+        Ok(result)
+    }
+}
+
+/// A GET of `path` by `player`: through the gateway with the player's token, or straight at
+/// the service with an identity assertion.
+fn get_as(
+    player: &User,
+    path: &str,
+    via_gateway: bool,
+    gateway: &Api,
+    direct: &Direct,
+) -> reqwest::RequestBuilder {
+    if via_gateway {
+        gateway
+            .request(Method::GET, path)
+            .bearer_auth(&player.access)
+    } else {
+        direct
+            .api
+            .request(Method::GET, path)
+            .header(IDENTITY_HEADER, direct.assertion(&player.id))
+    }
+}
+
 /// (1) Claims through the gateway by signed-in players, `concurrency` clients in a closed
 /// loop; each claim by a distinct player with its own idempotency key.
 pub async fn claims(setup: &Setup, options: &Options) -> anyhow::Result<ScenarioResult> {
@@ -100,10 +166,8 @@ pub async fn claims(setup: &Setup, options: &Options) -> anyhow::Result<Scenario
     let ids: Vec<String> = players.iter().map(|p| p.id.clone()).collect();
     setup.level_up(&ids, Duration::from_secs(120)).await?;
 
-    let sampler = setup.sample();
-    let recorder = Recorder::new("claims");
-    let stop = CancellationToken::new();
-    let ticker = recorder.ticker(stop.clone());
+    let measuring = Measuring::start(setup, "claims");
+    let recorder = &measuring.recorder;
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(options.duration);
     let started = Instant::now();
@@ -137,16 +201,12 @@ pub async fn claims(setup: &Setup, options: &Options) -> anyhow::Result<Scenario
         worker.await?;
     }
     let took = started.elapsed();
-    stop.cancel();
-    ticker.await?;
     let mut notes = vec![format!("{pool} players, c{}", options.concurrency)];
     if next.load(Ordering::Relaxed) >= players.len() && took < Duration::from_secs(options.duration)
     {
         notes.push(format!("player pool ran out after {took:.1?}"));
     }
-    let mut result = ScenarioResult::new("claims", &recorder, took, notes);
-    result.figures["processes"] = sampler.finish();
-    Ok(result)
+    measuring.result("claims", took, notes).await
 }
 
 /// (2) Claims at a steady `rate` (open loop), straight to the event service with identity
@@ -163,10 +223,7 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
     setup.level_up(&ids, Duration::from_secs(120)).await?;
 
     let direct = Arc::new(Direct::to_event_service());
-    let sampler = setup.sample();
-    let recorder = Recorder::new("saga");
-    let stop = CancellationToken::new();
-    let ticker = recorder.ticker(stop.clone());
+    let mut measuring = Measuring::start(setup, "saga");
     // When each claim's 202 came back (ms since the epoch, as MongoDB's timestamps): the
     // moment it was accepted.
     let accepted_at = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
@@ -178,7 +235,7 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
         ids.len(),
         options.rate,
         202,
-        &recorder,
+        &measuring.recorder,
         |k| {
             direct
                 .api
@@ -196,8 +253,7 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
         },
     )
     .await?;
-    stop.cancel();
-    ticker.await?;
+    measuring.load_done().await?;
 
     // Every accepted claim terminal: how long after the load stopped. Only this scenario's
     // players: the claims scenario used the same event.
@@ -266,15 +322,6 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
         ),
         None => "claims still PENDING 120 s after load stopped".to_owned(),
     };
-    let mut accepted = ScenarioResult::new(
-        "saga",
-        &recorder,
-        took,
-        vec![format!(
-            "target {}/s, direct to event service",
-            options.rate
-        )],
-    );
     let mut settled = ScenarioResult::new(
         "saga:accepted->SUCCEEDED",
         &saga,
@@ -291,8 +338,13 @@ pub async fn saga(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Scenar
         vec!["from the request's arrival: the claim's own latency included".to_owned()],
     );
     end_to_end.figures["rate"] = Value::Null;
-    // Load and settling together: the saga's work continues after the last claim.
-    accepted.figures["processes"] = sampler.finish();
+    // Processes sampled over load and settling together: the saga's work continues after
+    // the last claim.
+    let notes = vec![format!(
+        "target {}/s, direct to event service",
+        options.rate
+    )];
+    let accepted = measuring.result("saga", took, notes).await?;
     Ok(vec![accepted, settled, end_to_end])
 }
 
@@ -507,11 +559,7 @@ pub async fn gateway(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Sce
         } else {
             format!("gateway:{label} direct")
         };
-        let name = name.as_str();
-        let sampler = setup.sample();
-        let recorder = Recorder::new(name);
-        let stop = CancellationToken::new();
-        let ticker = recorder.ticker(stop.clone());
+        let measuring = Measuring::start(setup, &name);
         let deadline = Instant::now() + Duration::from_secs(options.duration);
         let started = Instant::now();
         let workers: Vec<_> = (0..options.concurrency)
@@ -519,23 +567,14 @@ pub async fn gateway(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Sce
                 let (players, direct, recorder, gateway, path) = (
                     players.clone(),
                     direct.clone(),
-                    recorder.clone(),
+                    measuring.recorder.clone(),
                     setup.gateway.clone(),
                     path.clone(),
                 );
                 tokio::spawn(async move {
                     let player = &players[i % players.len()];
                     while Instant::now() < deadline {
-                        let request = if via_gateway {
-                            gateway
-                                .request(Method::GET, &path)
-                                .bearer_auth(&player.access)
-                        } else {
-                            direct
-                                .api
-                                .request(Method::GET, &path)
-                                .header(IDENTITY_HEADER, direct.assertion(&player.id))
-                        };
+                        let request = get_as(player, &path, via_gateway, &gateway, &direct);
                         let (latency, outcome) = timed(request, 200).await;
                         recorder.record(latency, outcome);
                     }
@@ -546,16 +585,8 @@ pub async fn gateway(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Sce
             worker.await?;
         }
         let took = started.elapsed();
-        stop.cancel();
-        ticker.await?;
-        let mut result = ScenarioResult::new(
-            name,
-            &recorder,
-            took,
-            vec![format!("c{}", options.concurrency)],
-        );
-        result.figures["processes"] = sampler.finish();
-        results.push(result);
+        let notes = vec![format!("c{}", options.concurrency)];
+        results.push(measuring.result(&name, took, notes).await?);
     }
     // The proxy's cost at equal load: one steady rate through the gateway and direct (in
     // the closed loops above, the direct run also gets the CPU the gateway would use).
@@ -566,43 +597,22 @@ pub async fn gateway(setup: &Setup, options: &Options) -> anyhow::Result<Vec<Sce
             if via_gateway { "via gateway" } else { "direct" },
             options.gateway_rate
         );
-        let sampler = setup.sample();
-        let recorder = Recorder::new(&name);
-        let stop = CancellationToken::new();
-        let ticker = recorder.ticker(stop.clone());
+        let measuring = Measuring::start(setup, &name);
         let count = (options.gateway_rate * options.duration) as usize;
         let took = open_loop(
             count,
             options.gateway_rate,
             200,
-            &recorder,
+            &measuring.recorder,
             |k| {
                 let player = &players[k % players.len()];
-                if via_gateway {
-                    setup
-                        .gateway
-                        .request(Method::GET, &event_path)
-                        .bearer_auth(&player.access)
-                } else {
-                    direct
-                        .api
-                        .request(Method::GET, &event_path)
-                        .header(IDENTITY_HEADER, direct.assertion(&player.id))
-                }
+                get_as(player, &event_path, via_gateway, &setup.gateway, &direct)
             },
             |_| {},
         )
         .await?;
-        stop.cancel();
-        ticker.await?;
-        let mut result = ScenarioResult::new(
-            &name,
-            &recorder,
-            took,
-            vec![format!("open loop at {}/s", options.gateway_rate)],
-        );
-        result.figures["processes"] = sampler.finish();
-        results.push(result);
+        let notes = vec![format!("open loop at {}/s", options.gateway_rate)];
+        results.push(measuring.result(&name, took, notes).await?);
     }
     Ok(results)
 }

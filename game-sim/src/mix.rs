@@ -85,7 +85,7 @@ impl Mix {
         }
         let mut event = UserActivityEvent {
             envelope: Envelope {
-                message_id: self.ids.uuid_v4(),
+                message_id: self.ids.uuid_v7(now_ms),
                 occurred_at: now_ms,
                 producer: PRODUCER.to_owned(),
                 correlation_id: None,

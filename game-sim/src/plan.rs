@@ -169,7 +169,7 @@ fn realise(
     let latest = now_ms.min(window.ends_at - 1);
     let record = |at: i64, kind: ActivityType| UserActivityEvent {
         envelope: Envelope {
-            message_id: uuid::Uuid::new_v4(),
+            message_id: uuid::Uuid::now_v7(),
             occurred_at: at,
             producer: PRODUCER.to_owned(),
             correlation_id: None,

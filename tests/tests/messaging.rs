@@ -368,6 +368,36 @@ async fn a_message_delivered_five_times_has_one_effect() {
 }
 
 #[tokio::test]
+async fn a_message_in_an_inbox_record_of_the_old_per_message_shape_is_not_applied_again() {
+    let mongo = database("legacy").await;
+    let registry = registry();
+    let topic = topic("legacy", 1).await;
+    let (done, fresh) = (activity("u1", "done", None), activity("u1", "fresh", None));
+    // What an earlier version wrote for a message it applied: one document, `_id` its id.
+    mongo
+        .db()
+        .collection::<Document>("inbox")
+        .insert_one(doc! {
+            "_id": done.envelope.message_id.to_string(),
+            "topic": &topic, "partition": 0, "offset": 0_i64,
+            "processedAt": mongo_kit::mongodb::bson::DateTime::now(),
+        })
+        .await
+        .unwrap();
+    produce_activity(&registry, &topic, &done).await;
+    produce_activity(&registry, &topic, &fresh).await;
+
+    let (stop, task) = effects::start_consumer(&mongo, &topic, &unique("legacy"));
+    wait_for_effect(&mongo, &fresh.envelope.message_id.to_string()).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        effects_of(&mongo, &done.envelope.message_id.to_string()).await,
+        0
+    );
+}
+
+#[tokio::test]
 async fn a_crash_between_the_commit_and_the_offset_commit_causes_no_second_effect() {
     let mongo = database("crash").await;
     let registry = registry();

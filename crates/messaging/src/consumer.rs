@@ -2,8 +2,12 @@
 //! effect.
 //!
 //! - Each assigned partition gets a worker that takes its messages in order, in batches.
-//!   A batch is applied in one MongoDB transaction together with an *inbox* record per
-//!   message id; ids already in the inbox are skipped (re-deliveries, re-sends, replays).
+//!   A batch is applied in one MongoDB transaction together with an *inbox* record of its
+//!   message ids; ids already in the inbox are skipped (re-deliveries, re-sends, replays).
+//!   The inbox is not read first: a unique index on the ids refuses a record naming an id
+//!   already there, which aborts the transaction, and only then is the batch applied again
+//!   without the ids the inbox knows. Re-deliveries are rare, so most batches cost one
+//!   insert of one document, not a lookup and a document per message.
 //!   A message the handler reports as [`Outcome::Repeatable`] (no effect, or only an
 //!   idempotent one) gets no inbox record: applying it again would change nothing, and on a
 //!   high-volume stream the record would be most of the database's work.
@@ -175,14 +179,20 @@ impl Decode for UserEvent {
     }
 }
 
+/// The inbox record of one applied batch: the ids of its messages that must not be applied
+/// again, and where they came from (a batch is one partition's messages, in order).
+///
+/// Before, the inbox held a document per message id (`_id` the message id, no `ids`); such
+/// documents are still honoured (see [`ConsumerRunner::run`]) until they expire.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct InboxEntry {
-    #[serde(rename = "_id")]
-    message_id: String,
+struct InboxRecord {
+    ids: Vec<String>,
+    group: String,
     topic: String,
     partition: i32,
-    offset: i64,
+    /// The first and last offsets of the batch.
+    offsets: [i64; 2],
     processed_at: DateTime,
 }
 
@@ -222,7 +232,12 @@ pub struct ConsumerRunner<H: Handler> {
     handler: Arc<H>,
     registry: Arc<SchemaRegistry>,
     mongo: Mongo,
-    inbox: Collection<InboxEntry>,
+    inbox: Collection<InboxRecord>,
+    /// Whether the inbox's unique index on ids stands and every record has that shape, so that
+    /// a batch may skip the lookup and rely on the index (set by `run`).
+    optimistic: bool,
+    /// Whether per-message records of the old shape may still be there.
+    legacy: bool,
     dead_letters: DeadLetters,
 }
 
@@ -246,6 +261,8 @@ impl<H: Handler> ConsumerRunner<H> {
             handler: Arc::new(handler),
             registry,
             inbox: mongo.db().collection("inbox"),
+            optimistic: false,
+            legacy: true,
             mongo,
             dead_letters,
         }
@@ -260,7 +277,7 @@ impl<H: Handler> ConsumerRunner<H> {
             .name("processed_ttl".to_owned())
             .expire_after(Duration::from_secs(config.inbox_retention_hours * 3600))
             .build();
-        db.collection::<InboxEntry>("inbox")
+        db.collection::<InboxRecord>("inbox")
             .create_index(
                 IndexModel::builder()
                     .keys(doc! { "processedAt": 1 })
@@ -268,12 +285,54 @@ impl<H: Handler> ConsumerRunner<H> {
                     .build(),
             )
             .await?;
+        Self::ensure_ids_index(db).await
+    }
+
+    /// The unique index that makes a second record of an id fail. Sparse, because records of
+    /// the old shape have no `ids`.
+    async fn ensure_ids_index(
+        db: &mongo_kit::mongodb::Database,
+    ) -> Result<(), mongo_kit::mongodb::error::Error> {
+        let unique = IndexOptions::builder()
+            .name("ids_unique".to_owned())
+            .unique(true)
+            .sparse(true)
+            .build();
+        db.collection::<InboxRecord>("inbox")
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "ids": 1 })
+                    .options(unique)
+                    .build(),
+            )
+            .await?;
         Ok(())
+    }
+
+    /// Decides how batches are checked against the inbox: by the unique index alone when it
+    /// stands and no record of the old shape is left, otherwise by looking the ids up first.
+    async fn check_inbox(&mut self) {
+        let db = self.mongo.db();
+        let index = Self::ensure_ids_index(db).await;
+        let legacy = self
+            .inbox
+            .clone_with_type::<mongo_kit::mongodb::bson::Document>()
+            .find_one(doc! { "_id": { "$type": "string" } })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map(|found| found.is_some());
+        self.legacy = !matches!(legacy, Ok(false));
+        self.optimistic = index.is_ok() && !self.legacy;
+        if !self.optimistic {
+            tracing::info!(group = %self.group, index_error = ?index.err(), legacy = ?legacy,
+                "the inbox is looked up before each batch (an index is missing or records of the old shape remain)");
+        }
     }
 
     /// Consumes until `stop` fires; then finishes the batches in progress, commits the stored
     /// offsets and returns.
-    pub async fn run(self, stop: CancellationToken) -> Result<(), KafkaClientError> {
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), KafkaClientError> {
+        self.check_inbox().await;
         let consumer: Arc<KafkaConsumer> = Arc::new(
             crate::kafka::consumer_config(&self.kafka, &self.group)
                 .set("statistics.interval.ms", "5000")
@@ -515,9 +574,16 @@ impl<H: Handler> ConsumerRunner<H> {
         }
         let mut counted = 0;
         let mut waited = 0;
+        let mut look_up = !self.optimistic;
         loop {
-            let error = match self.apply(batch).await {
+            let error = match self.apply(batch, look_up).await {
                 Ok(outcomes) => return Applied::Outcomes(outcomes),
+                // The inbox's unique index refused an id it holds (or the handler's own unique
+                // keys refused a message applied before): apply the batch without them.
+                Err(HandlerError::Mongo(e)) if !look_up && mongo_kit::is_duplicate_key(&e) => {
+                    look_up = true;
+                    continue;
+                }
                 Err(e) => e,
             };
             self.count("consumer_retries_total", 1);
@@ -540,11 +606,16 @@ impl<H: Handler> ConsumerRunner<H> {
         }
     }
 
-    async fn apply(&self, batch: &[Delivery<H::Message>]) -> Result<Vec<Outcome>, HandlerError> {
-        let ids: Vec<&str> = batch.iter().map(|d| d.message_id.as_str()).collect();
+    /// Applies `batch` in one transaction. `look_up`: read which ids the inbox knows first,
+    /// instead of relying on its unique index to refuse them.
+    async fn apply(
+        &self,
+        batch: &[Delivery<H::Message>],
+        look_up: bool,
+    ) -> Result<Vec<Outcome>, HandlerError> {
         let mut session = self.mongo.client().start_session().await?;
         session.start_transaction().await?;
-        let result = self.apply_in(&mut session, batch, &ids).await;
+        let result = self.apply_in(&mut session, batch, look_up).await;
         match result {
             Ok(outcomes) => {
                 commit_with_retry(&mut session).await?;
@@ -568,22 +639,13 @@ impl<H: Handler> ConsumerRunner<H> {
         &self,
         session: &mut ClientSession,
         batch: &[Delivery<H::Message>],
-        ids: &[&str],
+        look_up: bool,
     ) -> Result<Vec<Outcome>, HandlerError> {
-        use futures::TryStreamExt;
-        // Read as plain documents: the projection leaves only `_id`, which an `InboxEntry`
-        // (all of whose fields are required) would refuse to deserialise.
-        let known: HashSet<String> = self
-            .inbox
-            .clone_with_type::<mongo_kit::mongodb::bson::Document>()
-            .find(doc! { "_id": { "$in": ids } })
-            .projection(doc! { "_id": 1 })
-            .session(&mut *session)
-            .await?
-            .stream(&mut *session)
-            .try_filter_map(|e| async move { Ok(e.get_str("_id").ok().map(str::to_owned)) })
-            .try_collect()
-            .await?;
+        let known = if look_up {
+            self.known(session, batch).await?
+        } else {
+            HashSet::new()
+        };
         // Usually nothing is known (re-deliveries are rare): the batch goes to the handler as
         // it is, without copying it.
         let new: std::borrow::Cow<'_, [Delivery<H::Message>]> = if known.is_empty() {
@@ -615,25 +677,23 @@ impl<H: Handler> ConsumerRunner<H> {
                 new.len()
             )));
         }
-        let now = DateTime::now();
         // Only what must not be applied twice is remembered (see `Outcome::Repeatable`).
-        let entries: Vec<InboxEntry> = new
+        let ids: Vec<String> = new
             .iter()
             .zip(&outcomes)
             .filter(|(_, o)| **o == Outcome::Done)
-            .map(|(d, _)| InboxEntry {
-                message_id: d.message_id.clone(),
-                topic: d.topic.clone(),
-                partition: d.partition,
-                offset: d.offset,
-                processed_at: now,
-            })
+            .map(|(d, _)| d.message_id.clone())
             .collect();
-        if !entries.is_empty() {
-            self.inbox
-                .insert_many(entries)
-                .session(&mut *session)
-                .await?;
+        if let (false, Some(first), Some(last)) = (ids.is_empty(), new.first(), new.last()) {
+            let record = InboxRecord {
+                ids,
+                group: self.group.clone(),
+                topic: first.topic.clone(),
+                partition: first.partition,
+                offsets: [first.offset, last.offset],
+                processed_at: DateTime::now(),
+            };
+            self.inbox.insert_one(record).session(&mut *session).await?;
         }
         if known.is_empty() {
             return Ok(outcomes);
@@ -648,6 +708,49 @@ impl<H: Handler> ConsumerRunner<H> {
             .iter()
             .map(|d| by_id.remove(d.message_id.as_str()).unwrap_or(Outcome::Done))
             .collect())
+    }
+
+    /// The ids of `batch` the inbox already holds.
+    async fn known(
+        &self,
+        session: &mut ClientSession,
+        batch: &[Delivery<H::Message>],
+    ) -> Result<HashSet<String>, HandlerError> {
+        use futures::TryStreamExt;
+        use mongo_kit::mongodb::bson::{Bson, Document};
+        let ids: Vec<&str> = batch.iter().map(|d| d.message_id.as_str()).collect();
+        let filter = if self.legacy {
+            doc! { "$or": [{ "_id": { "$in": &ids } }, { "ids": { "$in": &ids } }] }
+        } else {
+            doc! { "ids": { "$in": &ids } }
+        };
+        // Plain documents: the projection leaves only `ids` (and `_id`, which is the message id
+        // in a record of the old shape).
+        let records: Vec<Document> = self
+            .inbox
+            .clone_with_type::<Document>()
+            .find(filter)
+            .projection(doc! { "ids": 1 })
+            .session(&mut *session)
+            .await?
+            .stream(&mut *session)
+            .try_collect()
+            .await?;
+        let wanted: HashSet<&str> = ids.into_iter().collect();
+        let mut known = HashSet::new();
+        for record in &records {
+            let named: Vec<&str> = match record.get_array("ids") {
+                Ok(ids) => ids.iter().filter_map(Bson::as_str).collect(),
+                Err(_) => record.get_str("_id").into_iter().collect(),
+            };
+            known.extend(
+                named
+                    .into_iter()
+                    .filter(|id| wanted.contains(id))
+                    .map(str::to_owned),
+            );
+        }
+        Ok(known)
     }
 
     /// Backs off before attempt `attempt + 1` (exponential, full jitter). False if stopped.

@@ -141,6 +141,7 @@ pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
     match error.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::InsertMany(e) => e.write_errors.iter().flatten().any(|e| e.code == 11000),
         ErrorKind::Command(c) => c.code == 11000,
         _ => error
             .get_custom::<UpdateEachFailed>()

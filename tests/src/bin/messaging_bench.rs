@@ -154,9 +154,10 @@ async fn consumer(mongo: &Mongo, registry: Arc<SchemaRegistry>, count: usize, pl
 
     let started = Instant::now();
     let (stop, task) = effects::start_consumer(mongo, &topic, &test_support::unique("bench"));
-    let inbox = mongo.db().collection::<Document>("inbox");
+    // One effect document per message applied (its inbox record is in the same transaction).
+    let effects = mongo.db().collection::<Document>("effects");
     loop {
-        if inbox.count_documents(doc! {}).await.unwrap() as usize >= count {
+        if effects.count_documents(doc! {}).await.unwrap() as usize >= count {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

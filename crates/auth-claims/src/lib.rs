@@ -18,6 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use service_kit::Problem;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The header carrying the gateway's identity assertion to the internal services. The
@@ -163,8 +164,14 @@ pub enum IdentityError {
 }
 
 /// The shared secret behind identity assertions: the gateway signs with it, services verify.
+///
+/// Cheap to clone (one `Arc`): the identity extractor takes it from the router's state for
+/// every request, and copying the keys and the validation's sets each time showed in
+/// profiles.
 #[derive(Clone)]
-pub struct IdentityKey {
+pub struct IdentityKey(Arc<IdentityKeys>);
+
+struct IdentityKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -186,11 +193,11 @@ impl IdentityKey {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[IDENTITY_AUDIENCE]);
         validation.leeway = 5;
-        Ok(Self {
+        Ok(Self(Arc::new(IdentityKeys {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
             validation,
-        })
+        })))
     }
 
     /// The key every service builds from its `[internal]` config section.
@@ -213,12 +220,13 @@ impl IdentityKey {
             exp: now + IDENTITY_TTL.as_secs(),
             aud: IDENTITY_AUDIENCE.to_owned(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
             .expect("HS256 signing of plain claims cannot fail")
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
-        let data = jsonwebtoken::decode::<IdentityClaims>(token, &self.decoding, &self.validation)?;
+        let data =
+            jsonwebtoken::decode::<IdentityClaims>(token, &self.0.decoding, &self.0.validation)?;
         Ok(Identity {
             sub: data.claims.sub,
             roles: data.claims.roles,

@@ -14,8 +14,19 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A log larger than this is moved to `<log>.1` (replacing the one before) when its process
+/// starts. Services write an access-log line per request, so a day of benchmarks left
+/// several GiB per service and once filled the disk.
+const LOG_ROTATE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Spawns `command` detached, logging to `log` and recording its pid in `pid_file`.
 pub fn spawn(command: &mut Command, log: &Path, pid_file: &Path) -> anyhow::Result<u32> {
+    if std::fs::metadata(log).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+        let mut previous = log.as_os_str().to_owned();
+        previous.push(".1");
+        std::fs::rename(log, &previous)
+            .with_context(|| format!("moving {} aside", log.display()))?;
+    }
     let open_log = || {
         std::fs::OpenOptions::new()
             .create(true)
@@ -101,4 +112,32 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_over_the_limit_is_moved_aside_when_its_process_starts() {
+        let dir = std::env::temp_dir().join(format!("xtask-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (log, pid_file) = (dir.join("svc.log"), dir.join("svc.pid"));
+        // Sparse: as large as the limit says without writing it.
+        std::fs::File::create(&log)
+            .unwrap()
+            .set_len(LOG_ROTATE_BYTES + 1)
+            .unwrap();
+        let mut command = Command::new("true");
+        spawn(&mut command, &log, &pid_file).unwrap();
+        let moved = std::fs::metadata(dir.join("svc.log.1")).unwrap().len();
+        let fresh = std::fs::metadata(&log).unwrap().len();
+        // A log under the limit stays where it is (the earlier one is not replaced by it).
+        spawn(&mut command, &log, &pid_file).unwrap();
+        let still_moved = std::fs::metadata(dir.join("svc.log.1")).unwrap().len();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(moved, LOG_ROTATE_BYTES + 1);
+        assert!(fresh < 1024, "a new log was started: {fresh} bytes");
+        assert_eq!(still_moved, LOG_ROTATE_BYTES + 1);
+    }
 }

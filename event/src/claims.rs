@@ -332,7 +332,6 @@ impl Saga {
             )
             .session(&mut *session)
             .await?;
-        metrics::counter!("claims_settled_total", "status" => "FAILED").increment(1);
         Ok(true)
     }
 
@@ -379,13 +378,17 @@ impl Saga {
         let reason = format!("no grant result after {} attempts", claim.attempts);
         let mut session = self.client.start_session().await?;
         let saga = self.clone();
-        session
+        let failed = session
             .start_transaction()
             .and_run2(async move |s| {
                 let step = Step::now(ClaimStep::Compensated, Some(reason.clone()));
                 saga.compensate(s, &claim, &reason, vec![step]).await
             })
             .await?;
+        // Counted once committed: the closure runs again when the transaction is retried.
+        if failed {
+            failed_claim();
+        }
         Ok(())
     }
 
@@ -430,6 +433,10 @@ impl Saga {
     pub async fn published(&self, claim: &ClaimDoc) -> Result<Vec<(String, DateTime)>, EventError> {
         Ok(self.outbox.published_at(&claim.command_message_ids).await?)
     }
+}
+
+fn failed_claim() {
+    metrics::counter!("claims_settled_total", "status" => "FAILED").increment(1);
 }
 
 fn same_request(earlier: ClaimDoc, fingerprint: &str) -> Result<Claimed, EventError> {
@@ -498,7 +505,9 @@ impl GrantResults {
                     false,
                 ));
                 claim.status = ClaimStatus::Succeeded;
-                metrics::counter!("claims_settled_total", "status" => "SUCCEEDED").increment(1);
+                messaging::consumer::on_commit(|| {
+                    metrics::counter!("claims_settled_total", "status" => "SUCCEEDED").increment(1);
+                });
                 Ok(Outcome::Repeatable)
             }
             (ClaimStatus::Pending, GrantOutcome::Failed) => {
@@ -510,7 +519,9 @@ impl GrantResults {
                     received,
                     Step::now(ClaimStep::Compensated, Some(reason.clone())),
                 ];
-                self.saga.compensate(session, claim, &reason, steps).await?;
+                if self.saga.compensate(session, claim, &reason, steps).await? {
+                    messaging::consumer::on_commit(failed_claim);
+                }
                 claim.status = ClaimStatus::Failed;
                 Ok(Outcome::Repeatable)
             }
@@ -519,7 +530,9 @@ impl GrantResults {
                 // claim says so and takes its stock back, even past the limit (the grant is
                 // a fact). Loud, because timeouts are meant to be far longer than this.
                 tracing::error!(claim = %claim.id, "grant succeeded after the claim was compensated");
-                metrics::counter!("claims_late_success_total").increment(1);
+                messaging::consumer::on_commit(|| {
+                    metrics::counter!("claims_late_success_total").increment(1);
+                });
                 let steps = vec![
                     received,
                     Step::now(ClaimStep::Completed, Some("late result".into())),

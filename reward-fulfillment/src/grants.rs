@@ -75,12 +75,10 @@ impl Grants {
             }),
             _ => None,
         };
-        metrics::counter!(
-            "grants_total",
-            "type" => type_label(command.reward_type),
-            "outcome" => outcome_label(outcome)
-        )
-        .increment(1);
+        let (kind, result) = (type_label(command.reward_type), outcome_label(outcome));
+        messaging::consumer::on_commit(move || {
+            metrics::counter!("grants_total", "type" => kind, "outcome" => result).increment(1);
+        });
         Ok((grant, holding))
     }
 }

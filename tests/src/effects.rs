@@ -3,7 +3,10 @@
 //!
 //! UserActivityEvents with `itemCount < 0` are invalid content. Those naming the quest
 //! `needs-fix` are rejected until a `{_id: "fixed"}` document exists in `flags`: a cause that
-//! can be fixed, for replay tests.
+//! can be fixed, for replay tests. Those naming the quest `fail-once` make the first attempt
+//! at their batch fail with a retryable error, after their effect was applied (and rolled
+//! back). Every applied message also counts, through `messaging::consumer::on_commit`, in
+//! [`committed`]: how many times its effect was committed as seen from this process.
 
 use contracts::UserActivityEvent;
 use messaging::consumer::{
@@ -14,7 +17,33 @@ use messaging::{SchemaRegistry, kafka};
 use mongo_kit::Mongo;
 use mongo_kit::mongodb::bson::{Document, doc};
 use mongo_kit::mongodb::{ClientSession, Collection, Database};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Per message id: effects committed (counted through `on_commit`), and batches that failed
+/// on purpose (`fail-once`). In-process: for consumers started with [`start_consumer`].
+static COMMITTED: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+static FAILED_ONCE: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+fn bump(map: &Mutex<Option<HashMap<String, u32>>>, id: &str) -> u32 {
+    let mut map = map.lock().expect("never poisoned");
+    let count = map
+        .get_or_insert_with(HashMap::new)
+        .entry(id.to_owned())
+        .or_default();
+    *count += 1;
+    *count
+}
+
+/// How many times the effect of `message_id` was committed by a consumer of this process.
+pub fn committed(message_id: &str) -> u32 {
+    COMMITTED
+        .lock()
+        .expect("never poisoned")
+        .as_ref()
+        .and_then(|m| m.get(message_id).copied())
+        .unwrap_or(0)
+}
 use tokio_util::sync::CancellationToken;
 
 /// Runs the consumer runner with the [`Effects`] handler on `topic` in this process, against
@@ -91,6 +120,15 @@ impl Handler for Effects {
                 .insert_one(doc! { "messageId": &delivery.message_id, "userId": &event.user_id })
                 .session(&mut *session)
                 .await?;
+            let id = delivery.message_id.clone();
+            messaging::consumer::on_commit(move || {
+                bump(&COMMITTED, &id);
+            });
+            if event.quest_id.as_deref() == Some("fail-once")
+                && bump(&FAILED_ONCE, &delivery.message_id) == 1
+            {
+                return Err(HandlerError::Retryable("failing once on purpose".into()));
+            }
             outcomes.push(Outcome::Done);
         }
         Ok(outcomes)

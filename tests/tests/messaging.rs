@@ -368,6 +368,25 @@ async fn a_message_delivered_five_times_has_one_effect() {
 }
 
 #[tokio::test]
+async fn what_waits_for_the_commit_happens_once_when_a_batch_is_tried_again() {
+    let mongo = database("oncommit").await;
+    let registry = registry();
+    let topic = topic("oncommit", 1).await;
+    let event = activity("u1", "fail-once", None);
+    produce_activity(&registry, &topic, &event).await;
+    let id = event.envelope.message_id.to_string();
+
+    let (stop, task) = effects::start_consumer(&mongo, &topic, &unique("oncommit"));
+    wait_for_effect(&mongo, &id).await;
+    stop.cancel();
+    task.await.unwrap();
+    // The first attempt applied the effect and registered its count, then failed: the
+    // transaction rolled the effect back, and the count was dropped with it.
+    assert_eq!(effects_of(&mongo, &id).await, 1);
+    assert_eq!(effects::committed(&id), 1);
+}
+
+#[tokio::test]
 async fn a_message_in_an_inbox_record_of_the_old_per_message_shape_is_not_applied_again() {
     let mongo = database("legacy").await;
     let registry = registry();

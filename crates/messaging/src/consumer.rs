@@ -107,6 +107,36 @@ pub enum HandlerError {
     Retryable(String),
 }
 
+/// Things to do once the transaction of the batch being applied has committed.
+type Deferred = Arc<std::sync::Mutex<Vec<Box<dyn FnOnce() + Send>>>>;
+
+tokio::task_local! {
+    static AFTER_COMMIT: Deferred;
+}
+
+/// Runs `effect` once the consumer transaction that is applying the current batch commits,
+/// and never if it aborts; outside a consumer batch, runs it now.
+///
+/// For what must not happen twice when a batch is tried again (after a write conflict, or
+/// without the ids its inbox record turned out to repeat) and cannot be rolled back, such
+/// as counting a metric: `on_commit(|| counter!("x").increment(1))`.
+pub fn on_commit(effect: impl FnOnce() + Send + 'static) {
+    let mut effect = Some(effect);
+    let deferred = AFTER_COMMIT.try_with(|pending| {
+        if let Some(effect) = effect.take() {
+            pending
+                .lock()
+                .expect("never poisoned")
+                .push(Box::new(effect));
+        }
+    });
+    if deferred.is_err()
+        && let Some(effect) = effect.take()
+    {
+        effect();
+    }
+}
+
 /// Applies messages to a service's state.
 pub trait Handler: Send + Sync + 'static {
     type Message: Decode + Clone + Send + Sync + 'static;
@@ -615,12 +645,22 @@ impl<H: Handler> ConsumerRunner<H> {
     ) -> Result<Vec<Outcome>, HandlerError> {
         let mut session = self.mongo.client().start_session().await?;
         session.start_transaction().await?;
-        let result = self.apply_in(&mut session, batch, look_up).await;
+        let deferred = Deferred::default();
+        let result = AFTER_COMMIT
+            .scope(
+                deferred.clone(),
+                self.apply_in(&mut session, batch, look_up),
+            )
+            .await;
         match result {
             Ok(outcomes) => {
                 commit_with_retry(&mut session).await?;
                 #[cfg(feature = "failpoints")]
                 failpoint("consumer-after-commit");
+                let effects = std::mem::take(&mut *deferred.lock().expect("never poisoned"));
+                for effect in effects {
+                    effect();
+                }
                 let done = outcomes
                     .iter()
                     .filter(|o| matches!(o, Outcome::Done | Outcome::Repeatable))
@@ -909,5 +949,33 @@ fn failpoint(name: &str) {
     if std::env::var("REWARDS_FAILPOINT").is_ok_and(|v| v == name) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn after_commit_effects_wait_inside_a_batch_and_run_at_once_outside() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let count = |ran: &Arc<AtomicUsize>| {
+            let ran = ran.clone();
+            move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        on_commit(count(&ran));
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "outside a batch: at once");
+
+        let deferred = Deferred::default();
+        AFTER_COMMIT
+            .scope(deferred.clone(), async { on_commit(count(&ran)) })
+            .await;
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "inside a batch: not yet");
+        let effects = std::mem::take(&mut *deferred.lock().unwrap());
+        assert_eq!(effects.len(), 1);
+        effects.into_iter().for_each(|effect| effect());
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
     }
 }

@@ -143,7 +143,10 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Applies `batch` inside the transaction `session`: one outcome per message, in order.
     /// It may run more than once for the same batch (a transaction retried after a transient
-    /// error), always in a fresh transaction.
+    /// error), always in a fresh transaction, and it may see messages that were applied
+    /// before: the inbox is not read first, and a batch holding such a message is aborted and
+    /// applied again without it. So what cannot be rolled back waits for the commit
+    /// ([`on_commit`]); log lines may repeat.
     fn handle(
         &self,
         session: &mut ClientSession,
@@ -213,7 +216,8 @@ impl Decode for UserEvent {
 /// again, and where they came from (a batch is one partition's messages, in order).
 ///
 /// Before, the inbox held a document per message id (`_id` the message id, no `ids`); such
-/// documents are still honoured (see [`ConsumerRunner::run`]) until they expire.
+/// documents are still honoured (`check_inbox`, `known`) until they expire. Versions before
+/// this one do not see records of this shape: they must not consume alongside it.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct InboxRecord {
@@ -263,8 +267,9 @@ pub struct ConsumerRunner<H: Handler> {
     registry: Arc<SchemaRegistry>,
     mongo: Mongo,
     inbox: Collection<InboxRecord>,
-    /// Whether the inbox's unique index on ids stands and every record has that shape, so that
-    /// a batch may skip the lookup and rely on the index (set by `run`).
+    /// Whether every inbox record has the shape the unique index on ids covers, so that a
+    /// batch may skip the lookup and rely on the index (set by `run`, which also makes sure
+    /// the index exists).
     optimistic: bool,
     /// Whether per-message records of the old shape may still be there.
     legacy: bool,
@@ -339,30 +344,49 @@ impl<H: Handler> ConsumerRunner<H> {
         Ok(())
     }
 
-    /// Decides how batches are checked against the inbox: by the unique index alone when it
-    /// stands and no record of the old shape is left, otherwise by looking the ids up first.
-    async fn check_inbox(&mut self) {
-        let db = self.mongo.db();
-        let index = Self::ensure_ids_index(db).await;
-        let legacy = self
-            .inbox
-            .clone_with_type::<mongo_kit::mongodb::bson::Document>()
-            .find_one(doc! { "_id": { "$type": "string" } })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map(|found| found.is_some());
-        self.legacy = !matches!(legacy, Ok(false));
-        self.optimistic = index.is_ok() && !self.legacy;
-        if !self.optimistic {
-            tracing::info!(group = %self.group, index_error = ?index.err(), legacy = ?legacy,
-                "the inbox is looked up before each batch (an index is missing or records of the old shape remain)");
+    /// Makes sure the inbox's unique index exists, then decides how batches are checked
+    /// against the inbox: by that index alone when no record of the old shape is left,
+    /// otherwise by looking the ids up first. Nothing is consumed before the index exists:
+    /// it is also what stops two consumers that briefly own the same partition (a
+    /// rebalance) from both committing a message. False if stopped first.
+    async fn check_inbox(&mut self, stop: &CancellationToken) -> bool {
+        let mut attempt = 0;
+        let legacy = loop {
+            let checked = async {
+                Self::ensure_ids_index(self.mongo.db()).await?;
+                self.inbox
+                    .clone_with_type::<mongo_kit::mongodb::bson::Document>()
+                    .find_one(doc! { "_id": { "$type": "string" } })
+                    .projection(doc! { "_id": 1 })
+                    .await
+                    .map(|found| found.is_some())
+            };
+            match checked.await {
+                Ok(legacy) => break legacy,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(group = %self.group, error = %e, "checking the inbox failed; retrying");
+                    if !self.wait(stop, attempt).await {
+                        return false;
+                    }
+                }
+            }
+        };
+        self.legacy = legacy;
+        self.optimistic = !legacy;
+        if legacy {
+            tracing::info!(group = %self.group,
+                "inbox records of the old shape remain: ids are looked up before each batch");
         }
+        true
     }
 
     /// Consumes until `stop` fires; then finishes the batches in progress, commits the stored
     /// offsets and returns.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), KafkaClientError> {
-        self.check_inbox().await;
+        if !self.check_inbox(&stop).await {
+            return Ok(());
+        }
         let consumer: Arc<KafkaConsumer> = Arc::new(
             crate::kafka::consumer_config(&self.kafka, &self.group)
                 .set("statistics.interval.ms", "5000")
@@ -608,8 +632,10 @@ impl<H: Handler> ConsumerRunner<H> {
         loop {
             let error = match self.apply(batch, look_up).await {
                 Ok(outcomes) => return Applied::Outcomes(outcomes),
-                // The inbox's unique index refused an id it holds (or the handler's own unique
-                // keys refused a message applied before): apply the batch without them.
+                // The inbox's unique index refused an id it holds (or a handler's own unique
+                // key refused something): apply the batch again, without the ids the inbox
+                // knows. A handler's own duplicate that the inbox does not explain fails that
+                // second attempt and is counted from there.
                 Err(HandlerError::Mongo(e)) if !look_up && mongo_kit::is_duplicate_key(&e) => {
                     look_up = true;
                     continue;

@@ -722,7 +722,12 @@ impl<H: Handler> ConsumerRunner<H> {
                     .iter()
                     .filter(|d| !known.contains(&d.message_id))
                     .count();
-            self.count("consumer_duplicates_total", seen as u64);
+            // This attempt may still abort and be tried again: count when it commits.
+            let group = self.group.clone();
+            on_commit(move || {
+                metrics::counter!("consumer_duplicates_total", "group" => group)
+                    .increment(seen as u64);
+            });
             std::borrow::Cow::Owned(
                 batch
                     .iter()

@@ -581,18 +581,13 @@ impl Handler for GrantResults {
         session: &mut ClientSession,
         batch: &[Delivery<GrantResultEvent>],
     ) -> Result<Vec<Outcome>, HandlerError> {
-        use futures::TryStreamExt;
         let ids: Vec<&str> = batch.iter().map(|d| d.message.claim_id.as_str()).collect();
-        let mut claims: HashMap<String, ClaimDoc> = self
-            .saga
-            .claims
-            .find(doc! { "_id": { "$in": ids } })
-            .session(&mut *session)
-            .await?
-            .stream(&mut *session)
-            .map_ok(|c| (c.id.clone(), c))
-            .try_collect()
-            .await?;
+        let mut claims: HashMap<String, ClaimDoc> =
+            mongo_kit::find_all(&self.saga.claims, doc! { "_id": { "$in": ids } }, session)
+                .await?
+                .into_iter()
+                .map(|c| (c.id.clone(), c))
+                .collect();
         let mut succeeded = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         for delivery in batch {

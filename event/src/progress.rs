@@ -293,22 +293,14 @@ impl ProgressFolder {
         from: i64,
         to: i64,
     ) -> Result<Vec<EventDoc>, HandlerError> {
-        use futures::TryStreamExt;
         let ended = mongo_kit::mongodb::bson::to_bson(&EventStatus::Ended)
             .map_err(|e| HandlerError::Retryable(e.to_string()))?;
-        let events = self
-            .events
-            .find(doc! {
-                "status": { "$ne": ended },
-                "startsAt": { "$lte": DateTime::from_millis(to) },
-                "endsAt": { "$gt": DateTime::from_millis(from) },
-            })
-            .session(&mut *session)
-            .await?
-            .stream(&mut *session)
-            .try_collect()
-            .await?;
-        Ok(events)
+        let filter = doc! {
+            "status": { "$ne": ended },
+            "startsAt": { "$lte": DateTime::from_millis(to) },
+            "endsAt": { "$gt": DateTime::from_millis(from) },
+        };
+        Ok(mongo_kit::find_all(&self.events, filter, session).await?)
     }
 }
 

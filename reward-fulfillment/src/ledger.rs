@@ -194,14 +194,16 @@ impl Ledger {
         session: &mut ClientSession,
         command_ids: &[&str],
     ) -> Result<HashMap<String, GrantDoc>, MongoError> {
-        self.grants
-            .find(doc! { "_id": { "$in": command_ids } })
-            .session(&mut *session)
-            .await?
-            .stream(&mut *session)
-            .map_ok(|g| (g.command_id.clone(), g))
-            .try_collect()
-            .await
+        let grants = mongo_kit::find_all(
+            &self.grants,
+            doc! { "_id": { "$in": command_ids } },
+            session,
+        )
+        .await?;
+        Ok(grants
+            .into_iter()
+            .map(|g| (g.command_id.clone(), g))
+            .collect())
     }
 
     /// Counts re-sent commands (command id, attempt) on their decisions.

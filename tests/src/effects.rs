@@ -18,33 +18,28 @@ use mongo_kit::Mongo;
 use mongo_kit::mongodb::bson::{Document, doc};
 use mongo_kit::mongodb::{ClientSession, Collection, Database};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
+use tokio_util::sync::CancellationToken;
+
+type Counts = LazyLock<Mutex<HashMap<String, u32>>>;
 
 /// Per message id: effects committed (counted through `on_commit`), and batches that failed
 /// on purpose (`fail-once`). In-process: for consumers started with [`start_consumer`].
-static COMMITTED: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
-static FAILED_ONCE: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+static COMMITTED: Counts = LazyLock::new(Mutex::default);
+static FAILED_ONCE: Counts = LazyLock::new(Mutex::default);
 
-fn bump(map: &Mutex<Option<HashMap<String, u32>>>, id: &str) -> u32 {
-    let mut map = map.lock().expect("never poisoned");
-    let count = map
-        .get_or_insert_with(HashMap::new)
-        .entry(id.to_owned())
-        .or_default();
+fn bump(counts: &Counts, id: &str) -> u32 {
+    let mut counts = counts.lock().expect("never poisoned");
+    let count = counts.entry(id.to_owned()).or_default();
     *count += 1;
     *count
 }
 
 /// How many times the effect of `message_id` was committed by a consumer of this process.
 pub fn committed(message_id: &str) -> u32 {
-    COMMITTED
-        .lock()
-        .expect("never poisoned")
-        .as_ref()
-        .and_then(|m| m.get(message_id).copied())
-        .unwrap_or(0)
+    let counts = COMMITTED.lock().expect("never poisoned");
+    counts.get(message_id).copied().unwrap_or(0)
 }
-use tokio_util::sync::CancellationToken;
 
 /// Runs the consumer runner with the [`Effects`] handler on `topic` in this process, against
 /// the test run's servers. Cancel the token to stop it; the handle ends when it has.

@@ -787,7 +787,6 @@ impl<H: Handler> ConsumerRunner<H> {
         session: &mut ClientSession,
         batch: &[Delivery<H::Message>],
     ) -> Result<HashSet<String>, HandlerError> {
-        use futures::TryStreamExt;
         use mongo_kit::mongodb::bson::{Bson, Document};
         let ids: Vec<&str> = batch.iter().map(|d| d.message_id.as_str()).collect();
         let filter = if self.legacy {
@@ -795,18 +794,10 @@ impl<H: Handler> ConsumerRunner<H> {
         } else {
             doc! { "ids": { "$in": &ids } }
         };
-        // Plain documents: the projection leaves only `ids` (and `_id`, which is the message id
-        // in a record of the old shape).
-        let records: Vec<Document> = self
-            .inbox
-            .clone_with_type::<Document>()
-            .find(filter)
-            .projection(doc! { "ids": 1 })
-            .session(&mut *session)
-            .await?
-            .stream(&mut *session)
-            .try_collect()
-            .await?;
+        // Plain documents: records of the old shape have only `_id` (the message id) in common
+        // with an `InboxRecord`.
+        let records: Vec<Document> =
+            mongo_kit::find_all(&self.inbox.clone_with_type(), filter, session).await?;
         let wanted: HashSet<&str> = ids.into_iter().collect();
         let mut known = HashSet::new();
         for record in &records {

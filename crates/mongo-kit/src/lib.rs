@@ -173,6 +173,26 @@ where
     Ok((items, total))
 }
 
+/// Every document `filter` matches, read inside the transaction of `session` (a cursor
+/// opened in a session has to be driven with that session too).
+pub async fn find_all<T>(
+    collection: &mongodb::Collection<T>,
+    filter: Document,
+    session: &mut mongodb::ClientSession,
+) -> Result<Vec<T>, mongodb::error::Error>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    use futures::TryStreamExt;
+    collection
+        .find(filter)
+        .session(&mut *session)
+        .await?
+        .stream(&mut *session)
+        .try_collect()
+        .await
+}
+
 /// One statement of [`update_each`]: update the first document matching `query` with
 /// `update`, inserting it when none matches and `upsert` is set.
 pub fn update_statement(query: Document, update: Document, upsert: bool) -> Document {

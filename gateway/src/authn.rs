@@ -8,7 +8,7 @@
 //! session state are still checked on every request.
 
 use crate::config::AuthConfig;
-use crate::upstream::{UpstreamClient, UpstreamError};
+use crate::upstream::{Upstream, UpstreamError};
 use auth_claims::{AUDIENCE, AccessClaims, ISSUER, Identity, IdentityKey, unix_now};
 use axum::http::{HeaderMap, StatusCode, header};
 use http_api::auth::{SessionState, UserStatus};
@@ -76,7 +76,7 @@ pub struct Authenticator {
     sessions: moka::future::Cache<String, SessionState>,
     /// Tokens whose signature and claims passed, by the SHA-256 of the whole token.
     verified: moka::future::Cache<[u8; 32], Arc<VerifiedToken>>,
-    auth: UpstreamClient,
+    auth: Upstream,
     system_identity: IdentityKey,
 }
 
@@ -106,7 +106,7 @@ const VERIFIED_TOKENS: u64 = 100_000;
 const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(300);
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig, auth: UpstreamClient, identity_key: IdentityKey) -> Self {
+    pub fn new(config: &AuthConfig, auth: Upstream, identity_key: IdentityKey) -> Self {
         // Pinned to EdDSA: `alg: none`, HS256 signed with the public key, RS256 and the
         // rest are refused before any signature is looked at.
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -305,8 +305,12 @@ mod tests {
     /// An authenticator whose keys were "fetched" now (generation 1), with no key in them: a
     /// token that is not answered from the cache fails before any upstream is asked.
     fn authenticator() -> Authenticator {
-        let auth = UpstreamClient::new("auth", "http://127.0.0.1:9", Duration::from_secs(1))
-            .expect("a valid URL");
+        let auth = Upstream::new(
+            "auth",
+            &["http://127.0.0.1:9".into()],
+            Duration::from_secs(1),
+        )
+        .expect("a valid URL");
         let secret = secrecy::SecretString::from(auth_claims::generate_identity_secret());
         let authenticator = Authenticator::new(
             &AuthConfig::default(),

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use upstream::UpstreamClient;
+use upstream::Upstream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -41,9 +41,9 @@ pub enum StartupError {
 
 /// What every request handler shares.
 pub(crate) struct Gateway {
-    auth: UpstreamClient,
-    event: UpstreamClient,
-    reward_fulfillment: UpstreamClient,
+    auth: Upstream,
+    event: Upstream,
+    reward_fulfillment: Upstream,
     authenticator: Authenticator,
     identity_key: IdentityKey,
     limiter: Arc<ClientLimiter>,
@@ -61,17 +61,17 @@ impl Application {
             })?;
         let identity_key =
             IdentityKey::new(secret).map_err(|e| StartupError::Config(e.to_string()))?;
-        let timeout = Duration::from_millis(config.upstreams.timeout_ms);
-        let client =
-            |name, url: &str| UpstreamClient::new(name, url, timeout).map_err(StartupError::Config);
-        let auth = client(AUTH.name, &config.upstreams.auth)?;
+        upstream::describe_metrics();
+        let upstreams = &config.upstreams;
+        let timeout = Duration::from_millis(upstreams.timeout_ms);
+        let client = |name, urls: &config::UrlList| {
+            Upstream::new(name, &urls.0, timeout).map_err(StartupError::Config)
+        };
+        let auth = client(AUTH.name, &upstreams.auth)?;
         let gateway = Arc::new(Gateway {
             authenticator: Authenticator::new(&config.auth, auth.clone(), identity_key.clone()),
-            event: client(EVENT.name, &config.upstreams.event)?,
-            reward_fulfillment: client(
-                REWARD_FULFILLMENT.name,
-                &config.upstreams.reward_fulfillment,
-            )?,
+            event: client(EVENT.name, &upstreams.event)?,
+            reward_fulfillment: client(REWARD_FULFILLMENT.name, &upstreams.reward_fulfillment)?,
             auth,
             identity_key,
             limiter: ClientLimiter::new(&config.rate_limit),
@@ -80,24 +80,31 @@ impl Application {
 
         let readiness = readiness(&gateway);
         let server = Server::bind(&config.http).await?;
-        Ok(App::new(SPEC.name, server, router(gateway), readiness))
+        let mut app = App::new(SPEC.name, server, router(gateway.clone()), readiness);
+        let interval = Duration::from_millis(config.upstreams.health_check_interval_ms.max(100));
+        for upstream in gateway.upstreams() {
+            let stop = app.shutdown_handle().token();
+            app.spawn_background(upstream.clone().check_health(interval, stop));
+        }
+        Ok(app)
     }
 }
 
-/// Ready when every upstream is alive and auth's signing keys are loaded (fetched here, so the
-/// first signed-in request after a start does not wait for them).
+impl Gateway {
+    fn upstreams(&self) -> [&Upstream; 3] {
+        [&self.auth, &self.event, &self.reward_fulfillment]
+    }
+}
+
+/// Ready when every upstream has an instance alive and auth's signing keys are loaded
+/// (fetched here, so the first signed-in request after a start does not wait for them).
 fn readiness(gateway: &Arc<Gateway>) -> Readiness {
     let mut readiness = Readiness::new();
-    for upstream in [&gateway.auth, &gateway.event, &gateway.reward_fulfillment] {
+    for upstream in gateway.upstreams() {
         let upstream = upstream.clone();
         readiness = readiness.check(upstream.name(), move || {
             let upstream = upstream.clone();
-            async move {
-                upstream
-                    .get_json::<serde_json::Value>("/healthz", None)
-                    .await
-                    .map(|_| ())
-            }
+            async move { upstream.any_answers("/healthz").await }
         });
     }
     let keys = Arc::clone(gateway);

@@ -2,14 +2,14 @@
 //! owning service with the verified identity attached.
 
 use crate::Gateway;
-use crate::routes::{Access, Route, Upstream};
-use crate::upstream::{UpstreamClient, UpstreamError};
+use crate::routes::{self, Access, Route};
+use crate::upstream::{Retry, Upstream, UpstreamError};
 use auth_claims::{IDENTITY_HEADER, Identity};
-use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use service_kit::Problem;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,10 +67,30 @@ pub async fn handle(
     forward(upstream, request, gateway.max_body_bytes).await
 }
 
-async fn forward(upstream: &UpstreamClient, request: Request, max_body_bytes: usize) -> Response {
-    // Streams the body, but stops it past the limit even when no Content-Length was sent.
-    let request = request.map(|body| Body::new(http_body_util::Limited::new(body, max_body_bytes)));
-    match upstream.send(request).await {
+async fn forward(upstream: &Upstream, request: Request, max_body_bytes: usize) -> Response {
+    // Read whole (so that it can be sent again to another instance), but never past the
+    // limit, even when no Content-Length was sent.
+    let (parts, body) = request.into_parts();
+    let body = match http_body_util::Limited::new(body, max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return service_kit::json::payload_too_large().into_response();
+        }
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                "The request body could not be read",
+            )
+            .with_detail(e.to_string())
+            .into_response();
+        }
+    };
+    let retry = Retry::of(&parts.method, &parts.headers);
+    match upstream.send(&parts, body, retry).await {
         Ok(mut response) => {
             remove_hop_by_hop(response.headers_mut());
             response
@@ -82,9 +102,6 @@ async fn forward(upstream: &UpstreamClient, request: Request, max_body_bytes: us
         )
         .with_detail(format!("{} took longer than {after:?}", upstream.name()))
         .into_response(),
-        Err(e) if e.to_string().contains("length limit exceeded") => {
-            service_kit::json::payload_too_large().into_response()
-        }
         Err(e) => {
             tracing::warn!(upstream = upstream.name(), error = %e, "upstream failed");
             Problem::new(
@@ -203,11 +220,11 @@ fn rate_limited(wait: std::time::Duration) -> Response {
 }
 
 impl Gateway {
-    fn upstream(&self, upstream: Upstream) -> &UpstreamClient {
-        match upstream {
-            Upstream::Auth => &self.auth,
-            Upstream::Event => &self.event,
-            Upstream::RewardFulfillment => &self.reward_fulfillment,
+    fn upstream(&self, owner: routes::Upstream) -> &Upstream {
+        match owner {
+            routes::Upstream::Auth => &self.auth,
+            routes::Upstream::Event => &self.event,
+            routes::Upstream::RewardFulfillment => &self.reward_fulfillment,
         }
     }
 }

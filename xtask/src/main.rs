@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! ./dev up        install what is missing, build, start everything, wait until healthy
+//!                 (`--cluster`: replicated MongoDB and Kafka, two of each stateful service)
 //! ./dev status    what runs, where, healthy or not, how much memory
 //! ./dev down      stop what `up` started (data kept); `--reset` also wipes the data
 //! ./dev reset     same as `down --reset`
@@ -13,17 +14,18 @@
 //! ./dev topic T   print topic T's messages decoded to JSON through the registry
 //! ```
 
+mod component;
 mod install;
 mod layout;
-mod process;
 mod stack;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use layout::{Home, InstanceDirs, workspace_root};
-use stack::{Instance, InstanceKind, Ports};
+use stack::{Instance, InstanceKind, Ports, Topology};
 use std::process::ExitCode;
 use std::time::Instant;
+use supervise::process;
 
 #[derive(Parser)]
 #[command(name = "./dev", about = "Run and test the reward platform locally")]
@@ -39,6 +41,11 @@ enum Cmd {
         /// Run the services from optimised release builds (for measurements).
         #[arg(long)]
         release: bool,
+        /// A cluster: three MongoDB replica-set members, three Kafka nodes, two instances
+        /// of auth, event and reward-fulfillment. Chosen when the instance is first made;
+        /// later `up`s keep its shape.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Stop what `up` started; data is kept unless --reset.
     Down {
@@ -58,6 +65,9 @@ enum Cmd {
         /// Services and tests from release builds (benchmark figures without a `./dev up`).
         #[arg(long)]
         release: bool,
+        /// Run the suite against a cluster instance (see `up --cluster`).
+        #[arg(long)]
+        cluster: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cargo_args: Vec<String>,
@@ -116,12 +126,12 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             &home,
             install::Tools::locate(&home),
             InstanceDirs::new(home.dev_instance()),
-            Ports::standard(),
+            Ports::standard(Topology::Single),
             InstanceKind::Dev,
         )
     };
     match command {
-        Cmd::Up { release } => up(&home, release).await,
+        Cmd::Up { release, cluster } => up(&home, release, cluster).await,
         Cmd::Down { reset } => down(&home, dev()?, reset),
         Cmd::Reset => down(&home, dev()?, true),
         Cmd::Status => {
@@ -136,8 +146,16 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Test {
             no_lint,
             release,
+            cluster,
             cargo_args,
-        } => test(&home, !no_lint, release, &cargo_args).await,
+        } => {
+            let topology = if cluster {
+                Topology::Cluster
+            } else {
+                Topology::Single
+            };
+            test(&home, !no_lint, release, topology, &cargo_args).await
+        }
         Cmd::Env => {
             for (key, value) in dev()?.test_env() {
                 println!("export {key}='{value}'");
@@ -164,9 +182,9 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Logs { component } => {
             let instance = dev()?;
-            let known: Vec<&str> = instance.components().iter().map(|c| c.name()).collect();
+            let known: Vec<String> = instance.components().iter().map(|c| c.name()).collect();
             anyhow::ensure!(
-                known.contains(&component.as_str()),
+                known.contains(&component),
                 "no component {component:?}; one of: {}",
                 known.join(", ")
             );
@@ -185,20 +203,29 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn up(home: &Home, release: bool) -> anyhow::Result<ExitCode> {
+async fn up(home: &Home, release: bool, cluster: bool) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     // ./dev has built the workspace (debug) before running this tool.
     let tools = install::ensure_all(home).await?;
     if release {
         cargo(&["build", "--release", "--workspace", "--bins"]).await?;
     }
+    let wanted = if cluster {
+        Topology::Cluster
+    } else {
+        Topology::Single
+    };
     let mut instance = Instance::open(
         home,
         tools,
         InstanceDirs::new(home.dev_instance()),
-        Ports::standard(),
+        Ports::standard(wanted),
         InstanceKind::Dev,
     )?;
+    // Without --cluster, an instance made as a cluster stays one.
+    if cluster {
+        stack::ensure_topology(&instance, Topology::Cluster)?;
+    }
     instance.release = release;
     instance.start().await?;
     let (table, _) = instance.status().await;
@@ -259,6 +286,7 @@ async fn test(
     home: &Home,
     lint: bool,
     release: bool,
+    topology: Topology,
     cargo_args: &[String],
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
@@ -285,7 +313,7 @@ async fn test(
         home,
         tools,
         InstanceDirs::new(root.clone()),
-        Ports::free()?,
+        Ports::free(topology)?,
         InstanceKind::Test,
     )?;
     instance.release = release;

@@ -1,10 +1,15 @@
 //! The platform as a set of supervised processes: infrastructure first (MongoDB, Kafka, the
-//! schema registry), then the five services, each started, waited on until healthy, probed
-//! and stopped the same way.
+//! schema registry), then the services, each started, waited on until healthy, probed and
+//! stopped the same way.
+//!
+//! An instance has one of two shapes ([`Topology`]), chosen when it is first started:
+//! `single` runs one of everything; `cluster` runs a three-member MongoDB replica set, three
+//! Kafka nodes (each broker and KRaft controller), two instances of each stateful service
+//! and a gateway spreading requests over them. The registry and game-sim stay single.
 
+use crate::component::Component;
 use crate::install::Tools;
 use crate::layout::{Home, InstanceDirs};
-use crate::process;
 use anyhow::{Context, bail};
 use futures::future::try_join_all;
 use messaging::registry::Compatibility;
@@ -12,44 +17,111 @@ use messaging::{SchemaRegistry, kafka, topics};
 use serde::{Deserialize, Serialize};
 use service_config::catalog::{self, Needs, ServiceSpec};
 use service_config::{KafkaConfig, RegistryConfig};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::{Duration, Instant};
+use supervise::manifest::{self, Manifest};
+use supervise::process;
 
-const REPLICA_SET: &str = "rs0";
+pub const REPLICA_SET: &str = "rs0";
 
-/// Every port an instance uses; saved next to it so `status` and `down` find them.
+/// The shape of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    /// One mongod, one Kafka node, one instance of each service.
+    #[default]
+    Single,
+    /// Three mongod (one replica set), three Kafka nodes, two instances of each stateful
+    /// service.
+    Cluster,
+}
+
+impl Topology {
+    /// Members of the replica set, and nodes of the Kafka cluster.
+    pub fn replicas(self) -> usize {
+        match self {
+            Topology::Single => 1,
+            Topology::Cluster => 3,
+        }
+    }
+
+    pub fn instances(self, spec: &ServiceSpec) -> usize {
+        match self {
+            Topology::Single => 1,
+            Topology::Cluster => spec.cluster_instances,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::Single => "single",
+            Topology::Cluster => "cluster",
+        }
+    }
+}
+
+/// A Kafka node's listeners.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct KafkaPorts {
+    pub broker: u16,
+    pub controller: u16,
+}
+
+/// Every port an instance uses, and its shape; saved next to it so `status` and `down` find
+/// them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ports {
-    pub mongo: u16,
-    pub kafka: u16,
-    pub kafka_controller: u16,
+    #[serde(default)]
+    pub topology: Topology,
+    /// One per replica-set member.
+    pub mongo: Vec<u16>,
+    /// One per Kafka node.
+    pub kafka: Vec<KafkaPorts>,
     pub registry: u16,
     pub registry_management: u16,
-    pub services: BTreeMap<String, u16>,
+    /// Each service's instances' ports.
+    pub services: BTreeMap<String, Vec<u16>>,
 }
 
 impl Ports {
-    /// The design's well-known ports: what `./dev up` uses.
-    pub fn standard() -> Self {
+    /// The design's well-known ports: what `./dev up` uses. A cluster's further members
+    /// take the next ports (mongod 27018, 27019; Kafka 9094/9095, 9096/9097), and second
+    /// service instances their port plus 100 (auth 3101, event 3102, ...).
+    pub fn standard(topology: Topology) -> Self {
+        let replicas = topology.replicas() as u16;
         Self {
-            mongo: catalog::MONGO_PORT,
-            kafka: catalog::KAFKA_PORT,
-            kafka_controller: catalog::KAFKA_CONTROLLER_PORT,
+            topology,
+            mongo: (0..replicas).map(|i| catalog::MONGO_PORT + i).collect(),
+            kafka: (0..replicas)
+                .map(|i| KafkaPorts {
+                    broker: catalog::KAFKA_PORT + 2 * i,
+                    controller: catalog::KAFKA_CONTROLLER_PORT + 2 * i,
+                })
+                .collect(),
             registry: catalog::REGISTRY_PORT,
             registry_management: catalog::REGISTRY_MANAGEMENT_PORT,
             services: catalog::SERVICES
                 .iter()
-                .map(|s| (s.name.to_owned(), s.default_port))
+                .map(|s| {
+                    let ports = (0..topology.instances(s) as u16)
+                        .map(|i| s.default_port + 100 * i)
+                        .collect();
+                    (s.name.to_owned(), ports)
+                })
                 .collect(),
         }
     }
 
     /// Free loopback ports, so a test run never collides with `./dev up` or another run.
-    pub fn free() -> anyhow::Result<Self> {
+    pub fn free(topology: Topology) -> anyhow::Result<Self> {
+        let replicas = topology.replicas();
+        let services: usize = catalog::SERVICES
+            .iter()
+            .map(|s| topology.instances(s))
+            .sum();
         // Hold every listener until all are picked so no port is handed out twice.
-        let listeners = (0..5 + catalog::SERVICES.len())
+        let listeners = (0..3 * replicas + 2 + services)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
             .collect::<Result<Vec<_>, _>>()?;
         let mut ports = listeners
@@ -59,14 +131,55 @@ impl Ports {
             .into_iter();
         let mut next = || ports.next().expect("one listener per port");
         Ok(Self {
-            mongo: next(),
-            kafka: next(),
-            kafka_controller: next(),
+            topology,
+            mongo: (0..replicas).map(|_| next()).collect(),
+            kafka: (0..replicas)
+                .map(|_| KafkaPorts {
+                    broker: next(),
+                    controller: next(),
+                })
+                .collect(),
             registry: next(),
             registry_management: next(),
             services: catalog::SERVICES
                 .iter()
-                .map(|s| (s.name.to_owned(), next()))
+                .map(|s| {
+                    let ports = (0..topology.instances(s)).map(|_| next()).collect();
+                    (s.name.to_owned(), ports)
+                })
+                .collect(),
+        })
+    }
+
+    /// The ports saved with an instance: this layout, or the one before clusters (one port
+    /// per component), which an instance made by an older `./dev` still has.
+    fn load(bytes: &[u8]) -> anyhow::Result<Self> {
+        #[derive(Deserialize)]
+        struct Before {
+            mongo: u16,
+            kafka: u16,
+            kafka_controller: u16,
+            registry: u16,
+            registry_management: u16,
+            services: BTreeMap<String, u16>,
+        }
+        if let Ok(ports) = serde_json::from_slice(bytes) {
+            return Ok(ports);
+        }
+        let before: Before = serde_json::from_slice(bytes).context("reading ports.json")?;
+        Ok(Self {
+            topology: Topology::Single,
+            mongo: vec![before.mongo],
+            kafka: vec![KafkaPorts {
+                broker: before.kafka,
+                controller: before.kafka_controller,
+            }],
+            registry: before.registry,
+            registry_management: before.registry_management,
+            services: before
+                .services
+                .into_iter()
+                .map(|(name, port)| (name, vec![port]))
                 .collect(),
         })
     }
@@ -126,7 +239,8 @@ impl Secrets {
 }
 
 impl Instance {
-    /// Opens the instance at `dirs`, reusing its recorded ports, or records `ports` for it.
+    /// Opens the instance at `dirs` with the ports (and shape) it was started with, or with
+    /// `ports` if it was never started.
     pub fn open(
         home: &Home,
         tools: Tools,
@@ -136,11 +250,8 @@ impl Instance {
     ) -> anyhow::Result<Self> {
         dirs.create()?;
         let ports = match std::fs::read(dirs.ports_file()) {
-            Ok(saved) => serde_json::from_slice(&saved).context("reading ports.json")?,
-            Err(_) => {
-                std::fs::write(dirs.ports_file(), serde_json::to_vec_pretty(&ports)?)?;
-                ports
-            }
+            Ok(saved) => Ports::load(&saved)?,
+            Err(_) => ports,
         };
         let secrets = Secrets::load_or_create(&dirs.root.join("secrets.json"))?;
         Ok(Self {
@@ -154,53 +265,95 @@ impl Instance {
         })
     }
 
+    pub fn topology(&self) -> Topology {
+        self.ports.topology
+    }
+
     /// The binary a service runs from: debug builds, or release ones for measurements.
     pub fn service_binary(&self, name: &str) -> std::path::PathBuf {
         let profile = if self.release { "release" } else { "debug" };
         self.home.target_dir().join(profile).join(name)
     }
 
+    /// `127.0.0.1:<port>` of each replica-set member.
+    pub fn mongo_hosts(&self) -> Vec<String> {
+        self.ports
+            .mongo
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect()
+    }
+
     pub fn mongo_uri(&self) -> String {
         format!(
-            "mongodb://127.0.0.1:{}/?replicaSet={REPLICA_SET}",
-            self.ports.mongo
+            "mongodb://{}/?replicaSet={REPLICA_SET}",
+            self.mongo_hosts().join(",")
         )
     }
 
     pub fn kafka_brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.kafka)
+        self.ports
+            .kafka
+            .iter()
+            .map(|k| format!("127.0.0.1:{}", k.broker))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn registry_url(&self) -> String {
         format!("http://127.0.0.1:{}/apis/ccompat/v7", self.ports.registry)
     }
 
+    /// The base URL of a service's first instance.
     pub fn service_url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}", self.ports.services[name])
+        self.service_urls(name).swap_remove(0)
     }
 
+    /// The base URL of each of a service's instances.
+    pub fn service_urls(&self, name: &str) -> Vec<String> {
+        self.ports.services[name]
+            .iter()
+            .map(|port| format!("http://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// Kafka as the tool uses it: topics replicated to three nodes where there are three,
+    /// with two of them in sync for a write to count.
     pub fn kafka_config(&self) -> KafkaConfig {
+        let nodes = self.ports.kafka.len() as i32;
         KafkaConfig {
             brokers: self.kafka_brokers(),
             client_id: "dev-tool".into(),
+            topic_replication: nodes.min(3),
+            topic_min_insync_replicas: if nodes >= 3 { 2 } else { 1 },
             ..KafkaConfig::default()
         }
     }
 
     /// Every component, in start order.
     pub fn components(&self) -> Vec<Component> {
-        let mut all = vec![Component::Mongo, Component::Kafka, Component::Registry];
-        all.extend(catalog::SERVICES.iter().copied().map(Component::Service));
+        let replicas = self.topology().replicas();
+        let mut all: Vec<Component> = (0..replicas).map(Component::Mongo).collect();
+        all.extend((0..replicas).map(Component::Kafka));
+        all.push(Component::Registry);
+        for spec in catalog::SERVICES {
+            all.extend((0..self.topology().instances(&spec)).map(|i| Component::Service(spec, i)));
+        }
         all
     }
 
     /// Starts what is not running yet and waits until everything is healthy. Infrastructure
     /// comes up concurrently, then the services concurrently.
     pub async fn start(&self) -> anyhow::Result<()> {
+        std::fs::write(
+            self.dirs.ports_file(),
+            serde_json::to_vec_pretty(&self.ports)?,
+        )?;
+        self.manifest().save(&self.dirs.root)?;
         let (infra, services): (Vec<_>, Vec<_>) = self
             .components()
             .into_iter()
-            .partition(|c| !matches!(c, Component::Service(_)));
+            .partition(|c| !matches!(c, Component::Service(..)));
         self.start_group(&infra).await?;
         self.prepare_infrastructure().await?;
         self.start_group(&services).await
@@ -214,9 +367,26 @@ impl Instance {
         Ok(())
     }
 
-    /// What the platform expects to exist before services start: its topics, and BACKWARD as
-    /// the registry's default compatibility (Apicurio's own default is NONE).
+    /// What the platform expects before services start: a replica set with a primary, its
+    /// topics, and BACKWARD as the registry's default compatibility (Apicurio's own default
+    /// is NONE).
     async fn prepare_infrastructure(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        mongo_kit::initiate_replica_set(
+            &self.mongo_hosts(),
+            REPLICA_SET,
+            self.election_timeout(),
+            Duration::from_secs(90),
+        )
+        .await
+        .context("initiating the MongoDB replica set")?;
+        if self.topology() == Topology::Cluster {
+            println!(
+                "{:<20} primary elected after {:.1?}",
+                "replica set",
+                started.elapsed()
+            );
+        }
         kafka::ensure_topics(&self.kafka_config(), &topics::all())
             .await
             .context("creating topics")?;
@@ -228,6 +398,34 @@ impl Instance {
             .await
             .context("setting the registry's default compatibility")?;
         Ok(())
+    }
+
+    /// How long a cluster's secondaries wait for a lost primary before electing another:
+    /// 5 s instead of MongoDB's 10 s. On a loaded two-core machine a shorter timeout led to
+    /// elections nobody asked for (heartbeats late behind the load), and a longer one only
+    /// makes every primary failure a longer outage.
+    fn election_timeout(&self) -> Option<Duration> {
+        (self.topology() == Topology::Cluster).then_some(Duration::from_secs(5))
+    }
+
+    /// What runs where, for programs that act on the instance from outside.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            topology: self.topology().name().to_owned(),
+            replica_set: REPLICA_SET.to_owned(),
+            members: self
+                .components()
+                .iter()
+                .map(|c| manifest::Member {
+                    name: c.name(),
+                    kind: c.kind(),
+                    port: c.port(self),
+                    node_id: c.kafka_node_id(),
+                    pid_file: self.dirs.pid_file(&c.name()),
+                    log: self.dirs.log(&c.name()),
+                })
+                .collect(),
+        }
     }
 
     /// Stops every component this instance started, services first.
@@ -257,39 +455,112 @@ impl Instance {
         }
     }
 
-    /// One line per component: pid, port, health, memory. Returns whether all are healthy.
+    /// One line per component: pid, port, health, memory, and its role in its cluster (the
+    /// replica-set member's state, the partitions a Kafka node leads). Returns whether all
+    /// are healthy.
     pub async fn status(&self) -> (String, bool) {
+        let roles = self.roles().await;
         let mut out = format!(
-            "{:<20} {:>7} {:>6}  {:<8} {:>9}  {}\n",
-            "COMPONENT", "PID", "PORT", "HEALTH", "RSS", "ENDPOINT"
+            "{:<20} {:>7} {:>6}  {:<9} {:>9}  {:<24} {}\n",
+            "COMPONENT", "PID", "PORT", "HEALTH", "RSS", "ROLE", "ENDPOINT"
         );
         let mut all_healthy = true;
+        let mut total_kib = 0;
         for component in self.components() {
             let pid = component.running_pid(self);
             let health = match pid {
-                None => "stopped".to_owned(),
+                None => "stopped",
                 Some(_) => match component.probe(self).await {
-                    Ok(()) => "healthy".to_owned(),
-                    Err(_) => "unhealthy".to_owned(),
+                    Ok(()) => "healthy",
+                    Err(_) => "unhealthy",
                 },
             };
             all_healthy &= health == "healthy";
-            let rss = pid
-                .and_then(process::rss_kib)
+            let kib = pid.and_then(process::rss_kib);
+            total_kib += kib.unwrap_or(0);
+            let rss = kib
                 .map(|kib| format!("{} MiB", kib / 1024))
                 .unwrap_or_default();
+            let role = roles.get(&component.name()).map_or("", String::as_str);
             let _ = writeln!(
                 out,
-                "{:<20} {:>7} {:>6}  {:<8} {:>9}  {}",
+                "{:<20} {:>7} {:>6}  {:<9} {:>9}  {:<24} {}",
                 component.name(),
                 pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 component.port(self),
                 health,
                 rss,
+                role,
                 component.endpoint(self),
             );
         }
+        let _ = writeln!(
+            out,
+            "{} topology, {} MiB resident in all",
+            self.topology().name(),
+            total_kib / 1024
+        );
         (out, all_healthy)
+    }
+
+    /// Each replica-set member's state and each Kafka node's partition leaderships, by
+    /// component name; nothing for what cannot be asked right now.
+    async fn roles(&self) -> HashMap<String, String> {
+        let mut roles = HashMap::new();
+        let mongo: Vec<Component> = self
+            .components()
+            .into_iter()
+            .filter(|c| matches!(c, Component::Mongo(_)))
+            .collect();
+        for host in self.mongo_hosts() {
+            let Ok(Ok(members)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                mongo_kit::replica_set_members(&host),
+            )
+            .await
+            else {
+                continue;
+            };
+            for (member, state) in members {
+                if let Some(c) = mongo.iter().find(|c| c.endpoint(self) == member) {
+                    roles.insert(c.name(), state.to_lowercase());
+                }
+            }
+            break;
+        }
+        if let Ok(leaders) = self.partition_leaders().await {
+            for component in self.components() {
+                if let Some(node) = component.kafka_node_id() {
+                    let led = leaders.get(&node).copied().unwrap_or(0);
+                    roles.insert(component.name(), format!("leads {led} partitions"));
+                }
+            }
+        }
+        roles
+    }
+
+    /// How many of the platform's partitions each Kafka node leads, by node id.
+    async fn partition_leaders(&self) -> anyhow::Result<HashMap<i32, usize>> {
+        let producer = kafka::producer(&self.kafka_config())?;
+        let metadata = tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+        })
+        .await??;
+        let ours: Vec<String> = topics::all().into_iter().map(|t| t.name).collect();
+        let mut leaders = HashMap::new();
+        for topic in metadata
+            .topics()
+            .iter()
+            .filter(|t| ours.iter().any(|n| n == t.name()))
+        {
+            for partition in topic.partitions() {
+                *leaders.entry(partition.leader()).or_insert(0) += 1;
+            }
+        }
+        Ok(leaders)
     }
 
     /// `KEY=value` pairs pointing tests (and developers' tools) at this instance.
@@ -301,6 +572,10 @@ impl Instance {
             (
                 test_support::CONFIG_DIR.to_owned(),
                 self.dirs.config("").display().to_string(),
+            ),
+            (
+                test_support::TOPOLOGY.to_owned(),
+                self.topology().name().to_owned(),
             ),
             (
                 test_support::ADMIN_EMAIL.to_owned(),
@@ -332,11 +607,17 @@ impl Instance {
         env
     }
 
-    fn write_service_config(&self, spec: &ServiceSpec) -> anyhow::Result<std::path::PathBuf> {
+    /// The config file of instance `index` of `spec`.
+    pub fn write_service_config(
+        &self,
+        spec: &ServiceSpec,
+        index: usize,
+        name: &str,
+    ) -> anyhow::Result<std::path::PathBuf> {
         let mut toml = format!(
             "# Written by ./dev for this instance; env vars (REWARDS_*) still override it.\n\
              [http]\nhost = \"127.0.0.1\"\nport = {}\n\n[log]\nformat = \"json\"\n",
-            self.ports.services[spec.name]
+            self.ports.services[spec.name][index]
         );
         for need in spec.needs {
             let (section, key, value) = match need {
@@ -357,6 +638,14 @@ impl Instance {
             // Literal multi-line strings: values (a PEM key) may hold newlines, never `'''`.
             let _ = write!(toml, "\n[{section}]\n{key} = '''\n{value}'''\n");
         }
+        if spec.needs.contains(&Needs::Kafka) {
+            let kafka = self.kafka_config();
+            let _ = write!(
+                toml,
+                "topic_replication = {}\ntopic_min_insync_replicas = {}\n",
+                kafka.topic_replication, kafka.topic_min_insync_replicas
+            );
+        }
         if spec.name == catalog::AUTH.name {
             let _ = write!(
                 toml,
@@ -375,27 +664,49 @@ impl Instance {
         }
         if !spec.upstreams.is_empty() {
             toml.push_str("\n[upstreams]\n");
-            for (name, _) in spec.upstreams {
+            for (upstream, _) in spec.upstreams {
+                let urls: Vec<String> = self
+                    .service_urls(upstream)
+                    .iter()
+                    .map(|url| format!("\"{url}\""))
+                    .collect();
                 let _ = writeln!(
                     toml,
-                    "{} = \"{}\"",
-                    name.replace('-', "_"),
-                    self.service_url(name)
+                    "{} = [{}]",
+                    upstream.replace('-', "_"),
+                    urls.join(", ")
                 );
             }
         }
-        let path = self.dirs.config(&format!("{}.toml", spec.name));
+        let path = self.dirs.config(&format!("{name}.toml"));
         write_private(&path, toml.as_bytes())?;
         Ok(path)
     }
 
-    fn write_kafka_config(&self) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
-        let data = self.dirs.data("kafka");
+    /// The server and log4j configs of Kafka node `index`.
+    pub fn write_kafka_config(
+        &self,
+        index: usize,
+        name: &str,
+    ) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let data = self.dirs.data(name);
+        let own = self.ports.kafka[index];
+        let voters: Vec<String> = self
+            .ports
+            .kafka
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{}@127.0.0.1:{}", i + 1, k.controller))
+            .collect();
+        // Internal topics replicated like the platform's own: to three nodes where there
+        // are three, two of them in sync for a write to count.
+        let kafka = self.kafka_config();
+        let (replication, min_isr) = (kafka.topic_replication, kafka.topic_min_insync_replicas);
         let server = format!(
-            "# One node that is both broker and KRaft controller, on loopback only.\n\
+            "# A node that is both broker and KRaft controller, on loopback only.\n\
              process.roles=broker,controller\n\
-             node.id=1\n\
-             controller.quorum.voters=1@127.0.0.1:{controller}\n\
+             node.id={node}\n\
+             controller.quorum.voters={voters}\n\
              listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}\n\
              advertised.listeners=PLAINTEXT://127.0.0.1:{broker}\n\
              controller.listener.names=CONTROLLER\n\
@@ -404,16 +715,20 @@ impl Instance {
              log.dirs={data}\n\
              num.partitions=3\n\
              auto.create.topics.enable=false\n\
-             offsets.topic.replication.factor=1\n\
+             default.replication.factor={replication}\n\
+             min.insync.replicas={min_isr}\n\
+             offsets.topic.replication.factor={replication}\n\
              offsets.topic.num.partitions=10\n\
-             transaction.state.log.replication.factor=1\n\
-             transaction.state.log.min.isr=1\n\
+             transaction.state.log.replication.factor={replication}\n\
+             transaction.state.log.min.isr={min_isr}\n\
              transaction.state.log.num.partitions=10\n\
              group.initial.rebalance.delay.ms=0\n\
-             share.coordinator.state.topic.replication.factor=1\n\
-             share.coordinator.state.topic.min.isr=1\n",
-            broker = self.ports.kafka,
-            controller = self.ports.kafka_controller,
+             share.coordinator.state.topic.replication.factor={replication}\n\
+             share.coordinator.state.topic.min.isr={min_isr}\n",
+            node = index + 1,
+            voters = voters.join(","),
+            broker = own.broker,
+            controller = own.controller,
             data = data.display(),
         );
         let log4j = format!(
@@ -426,293 +741,25 @@ impl Instance {
              appender.file.layout.pattern = [%d] %p %m (%c)%n\n\
              logger.state.name = state.change.logger\n\
              logger.state.level = WARN\n",
-            log = self.dirs.log("kafka").display(),
+            log = self.dirs.log(name).display(),
         );
-        let server_path = self.dirs.config("kafka-server.properties");
-        let log4j_path = self.dirs.config("kafka-log4j2.properties");
+        let server_path = self.dirs.config(&format!("{name}-server.properties"));
+        let log4j_path = self.dirs.config(&format!("{name}-log4j2.properties"));
         std::fs::write(&server_path, server)?;
         std::fs::write(&log4j_path, log4j)?;
         Ok((server_path, log4j_path))
     }
-}
 
-/// A process of the platform.
-#[derive(Debug, Clone, Copy)]
-pub enum Component {
-    Mongo,
-    Kafka,
-    Registry,
-    Service(ServiceSpec),
-}
-
-impl Component {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Component::Mongo => "mongod",
-            Component::Kafka => "kafka",
-            Component::Registry => "schema-registry",
-            Component::Service(spec) => spec.name,
+    /// The id every node of this instance's Kafka cluster is formatted with: made once,
+    /// kept, so that a node whose data is wiped can join its cluster again.
+    pub fn kafka_cluster_id(&self) -> anyhow::Result<String> {
+        let path = self.dirs.config("kafka-cluster-id");
+        if let Ok(id) = std::fs::read_to_string(&path) {
+            return Ok(id.trim().to_owned());
         }
-    }
-
-    fn port(&self, instance: &Instance) -> u16 {
-        let ports = &instance.ports;
-        match self {
-            Component::Mongo => ports.mongo,
-            Component::Kafka => ports.kafka,
-            Component::Registry => ports.registry,
-            Component::Service(spec) => ports.services[spec.name],
-        }
-    }
-
-    /// Every port the component listens on.
-    fn ports(&self, instance: &Instance) -> Vec<u16> {
-        match self {
-            Component::Kafka => vec![instance.ports.kafka, instance.ports.kafka_controller],
-            Component::Registry => {
-                vec![instance.ports.registry, instance.ports.registry_management]
-            }
-            other => vec![other.port(instance)],
-        }
-    }
-
-    fn endpoint(&self, instance: &Instance) -> String {
-        match self {
-            Component::Mongo => instance.mongo_uri(),
-            Component::Kafka => instance.kafka_brokers(),
-            Component::Registry => instance.registry_url(),
-            Component::Service(spec) => instance.service_url(spec.name),
-        }
-    }
-
-    /// A string in the process's command line or environment that only this instance's copy
-    /// has.
-    fn marker(&self, instance: &Instance) -> String {
-        match self {
-            // Services find their config through REWARDS_CONFIG_FILE, in their environment.
-            Component::Service(spec) => instance
-                .dirs
-                .config(&format!("{}.toml", spec.name))
-                .display()
-                .to_string(),
-            // Its data directory is inside the properties file, which the command line names.
-            Component::Kafka => instance
-                .dirs
-                .config("kafka-server.properties")
-                .display()
-                .to_string(),
-            Component::Mongo | Component::Registry => {
-                instance.dirs.data(self.name()).display().to_string()
-            }
-        }
-    }
-
-    fn stop_grace(&self) -> Duration {
-        match self {
-            // A broker flushes and closes its logs; give it time so the next start is quick.
-            Component::Kafka => Duration::from_secs(30),
-            _ => Duration::from_secs(15),
-        }
-    }
-
-    pub fn running_pid(&self, instance: &Instance) -> Option<u32> {
-        process::running(&instance.dirs.pid_file(self.name()), &self.marker(instance))
-    }
-
-    fn start_if_stopped(&self, instance: &Instance) -> anyhow::Result<()> {
-        if let Some(pid) = self.running_pid(instance) {
-            if !self.is_stale(instance, pid) {
-                println!("{:<20} already running (pid {pid})", self.name());
-                return Ok(());
-            }
-            // The binary was rebuilt since this process started: run the new code.
-            println!("{:<20} restarting on the rebuilt binary", self.name());
-            process::stop(pid, self.stop_grace());
-        }
-        // Someone else on our port would answer our health checks and fool us.
-        for port in self.ports(instance) {
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-                bail!(
-                    "port {port} for {} is taken by a process this instance did not start \
-                     (see `ss -ltnp | grep :{port}`)",
-                    self.name()
-                );
-            }
-        }
-        let mut command = self.command(instance)?;
-        let pid = process::spawn(
-            &mut command,
-            &instance.dirs.log(self.name()),
-            &instance.dirs.pid_file(self.name()),
-        )?;
-        println!("{:<20} started (pid {pid})", self.name());
-        Ok(())
-    }
-
-    /// A service whose binary is newer than its pid file runs outdated code.
-    /// A service runs outdated code when it runs another binary than the one this `up` wants
-    /// (debug vs release), or when its binary was rebuilt after it started (the kernel then
-    /// marks the executable it runs as deleted).
-    fn is_stale(&self, instance: &Instance, pid: u32) -> bool {
-        let Component::Service(spec) = self else {
-            return false;
-        };
-        let Ok(running) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
-            return false;
-        };
-        running != instance.service_binary(spec.name)
-    }
-
-    fn command(&self, instance: &Instance) -> anyhow::Result<Command> {
-        let tools = &instance.tools;
-        let dirs = &instance.dirs;
-        Ok(match self {
-            Component::Mongo => {
-                let data = dirs.data(self.name());
-                std::fs::create_dir_all(&data)?;
-                let mut c = Command::new(&tools.mongod);
-                c.args(["--replSet", REPLICA_SET, "--bind_ip", "127.0.0.1"])
-                    .arg("--port")
-                    .arg(instance.ports.mongo.to_string())
-                    .arg("--dbpath")
-                    .arg(&data)
-                    // Tests: a small cache, several instances may share the memory. `up`: 1 GiB,
-                    // so that the working set of a long load (claims, inbox, outbox, progress)
-                    // stays in memory; with 0.25 GiB, eviction took ~9% of mongod's CPU
-                    // during the claims benchmark.
-                    .args([
-                        "--wiredTigerCacheSizeGB",
-                        match instance.kind {
-                            InstanceKind::Dev => "1",
-                            InstanceKind::Test => "0.25",
-                        },
-                    ])
-                    // TTL indexes (outbox, inbox) are swept every second instead of every minute.
-                    .args(["--setParameter", "ttlMonitorSleepSecs=1"]);
-                c
-            }
-            Component::Kafka => {
-                let (server, log4j) = instance.write_kafka_config()?;
-                let data = dirs.data(self.name());
-                if !data.join("meta.properties").exists() {
-                    format_kafka_storage(instance, &server, &log4j)?;
-                }
-                let mut c = Command::new(&tools.java);
-                c.args(["-Xms64m", "-Xmx512m", "-XX:+UseSerialGC"])
-                    .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-                    .arg("-cp")
-                    .arg(tools.kafka_libs.join("*"))
-                    .arg("kafka.Kafka")
-                    .arg(&server);
-                c
-            }
-            Component::Registry => {
-                let data = dirs.data(self.name());
-                std::fs::create_dir_all(&data)?;
-                let mut c = Command::new(&tools.java);
-                c.args(["-Xms32m", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
-                    .arg("-Dquarkus.http.host=127.0.0.1")
-                    .arg(format!("-Dquarkus.http.port={}", instance.ports.registry))
-                    .arg("-Dquarkus.management.host=127.0.0.1")
-                    .arg(format!("-Dquarkus.management.port={}", instance.ports.registry_management))
-                    .arg("-Dquarkus.http.access-log.enabled=false")
-                    // Durable storage: the SQL store on an H2 file. WRITE_DELAY=0 makes each
-                    // commit reach the file at once, so a kill -9 loses no registered schema.
-                    .arg("-Dapicurio.storage.kind=sql")
-                    .arg("-Dapicurio.storage.sql.kind=h2")
-                    .arg(format!(
-                        "-Dapicurio.datasource.url=jdbc:h2:file:{}/registry;DB_CLOSE_ON_EXIT=FALSE;WRITE_DELAY=0",
-                        data.display()
-                    ))
-                    .arg("-Dapicurio.datasource.jdbc.initial-size=2")
-                    .arg("-Dapicurio.datasource.jdbc.min-size=2")
-                    .arg("-Dapicurio.datasource.jdbc.max-size=10")
-                    .arg("-jar")
-                    .arg(&tools.apicurio_jar);
-                c
-            }
-            Component::Service(spec) => {
-                let config = instance.write_service_config(spec)?;
-                let binary = instance.service_binary(spec.name);
-                if !binary.exists() {
-                    bail!("{} is not built (expected {})", spec.name, binary.display());
-                }
-                let mut c = Command::new(binary);
-                c.env(service_config::CONFIG_FILE_ENV, config);
-                c
-            }
-        })
-    }
-
-    /// One health check, bounded by a short timeout.
-    async fn probe(&self, instance: &Instance) -> anyhow::Result<()> {
-        let timeout = Duration::from_secs(2);
-        match self {
-            Component::Mongo => {
-                mongo_kit::initiate_single_node_replica_set(
-                    &format!("127.0.0.1:{}", instance.ports.mongo),
-                    REPLICA_SET,
-                    timeout,
-                )
-                .await?
-            }
-            Component::Kafka => {
-                let producer = kafka::producer(&instance.kafka_config())?;
-                kafka::ping(&producer, timeout).await?
-            }
-            Component::Registry => {
-                http_ok(&format!(
-                    "http://127.0.0.1:{}/health/ready",
-                    instance.ports.registry_management
-                ))
-                .await?
-            }
-            Component::Service(spec) => {
-                http_ok(&format!("{}/readyz", instance.service_url(spec.name))).await?
-            }
-        }
-        Ok(())
-    }
-
-    /// Polls [`Self::probe`] until it passes; fails early, with the end of the log, if the
-    /// process exits.
-    async fn wait_ready(&self, instance: &Instance) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(90);
-        loop {
-            let last_error = match self.probe(instance).await {
-                Ok(()) => {
-                    println!(
-                        "{:<20} healthy after {:.1?}",
-                        self.name(),
-                        started.elapsed()
-                    );
-                    return Ok(());
-                }
-                Err(e) => e,
-            };
-            // The pid file was just written by us, so a plain liveness check suffices (and the
-            // marker check cannot be used yet: for a moment after spawn the process is still
-            // inside exec, with its command line and environment not yet readable).
-            let pid = process::read_pid(&instance.dirs.pid_file(self.name()));
-            if !pid.is_some_and(process::is_alive) {
-                bail!(
-                    "{} exited during start-up; the end of {}:\n{}",
-                    self.name(),
-                    instance.dirs.log(self.name()).display(),
-                    tail(&instance.dirs.log(self.name()), 30)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} not healthy after {:?}: {last_error:#}; see {}",
-                    self.name(),
-                    deadline - started,
-                    instance.dirs.log(self.name()).display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let id = kafka_cluster_id();
+        std::fs::write(&path, &id)?;
+        Ok(id)
     }
 }
 
@@ -729,65 +776,27 @@ fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()>
         .write_all(contents)
 }
 
-/// Initialises the KRaft metadata directory (what `kafka-storage.sh format` does).
-fn format_kafka_storage(
-    instance: &Instance,
-    server: &std::path::Path,
-    log4j: &std::path::Path,
-) -> anyhow::Result<()> {
-    let output = Command::new(&instance.tools.java)
-        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-        .arg("-cp")
-        .arg(instance.tools.kafka_libs.join("*"))
-        .args(["kafka.tools.StorageTool", "format", "--cluster-id"])
-        .arg(kafka_cluster_id())
-        .arg("--config")
-        .arg(server)
-        .output()
-        .context("running the Kafka storage tool")?;
-    if !output.status.success() {
-        bail!(
-            "formatting Kafka storage failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
-}
-
 /// A cluster id as Kafka makes them: a random UUID, base64url without padding (22 chars).
 fn kafka_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    let mut bits = 0u32;
-    let mut width = 0;
-    let mut id = String::with_capacity(22);
-    for byte in bytes {
-        bits = (bits << 8) | u32::from(byte);
-        width += 8;
-        while width >= 6 {
-            width -= 6;
-            id.push(ALPHABET[((bits >> width) & 63) as usize] as char);
-        }
-    }
-    if width > 0 {
-        id.push(ALPHABET[((bits << (6 - width)) & 63) as usize] as char);
-    }
-    id
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().into_bytes())
 }
 
-async fn http_ok(url: &str) -> anyhow::Result<()> {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let client = CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("a plain HTTP client builds")
-    });
-    let response = client.get(url).send().await?;
-    if !response.status().is_success() {
-        bail!("{url} answered {}", response.status());
+/// Refuses to go on when `wanted` is not the shape the instance was made with.
+pub fn ensure_topology(instance: &Instance, wanted: Topology) -> anyhow::Result<()> {
+    if instance.topology() != wanted {
+        bail!(
+            "this instance ({}) was made {}; `./dev reset` removes it (and its data) so that \
+             `./dev up{}` can make a {} one",
+            instance.dirs.root.display(),
+            instance.topology().name(),
+            if wanted == Topology::Cluster {
+                " --cluster"
+            } else {
+                ""
+            },
+            wanted.name()
+        );
     }
     Ok(())
 }
@@ -814,20 +823,46 @@ mod tests {
         assert_ne!(id, kafka_cluster_id());
     }
 
+    fn all_ports(ports: &Ports) -> Vec<u16> {
+        let mut all = ports.mongo.clone();
+        all.extend(ports.kafka.iter().flat_map(|k| [k.broker, k.controller]));
+        all.extend([ports.registry, ports.registry_management]);
+        all.extend(ports.services.values().flatten());
+        all
+    }
+
     #[test]
-    fn free_ports_are_distinct() {
-        let ports = Ports::free().unwrap();
-        let mut all = vec![
-            ports.mongo,
-            ports.kafka,
-            ports.kafka_controller,
-            ports.registry,
-            ports.registry_management,
-        ];
-        all.extend(ports.services.values());
-        let count = all.len();
-        all.sort_unstable();
-        all.dedup();
-        assert_eq!(all.len(), count);
+    fn ports_are_distinct_in_either_topology() {
+        for topology in [Topology::Single, Topology::Cluster] {
+            for ports in [Ports::standard(topology), Ports::free(topology).unwrap()] {
+                let mut all = all_ports(&ports);
+                let count = all.len();
+                all.sort_unstable();
+                all.dedup();
+                assert_eq!(all.len(), count, "{topology:?}: {ports:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cluster_has_three_of_each_replica_and_two_of_each_stateful_service() {
+        let ports = Ports::standard(Topology::Cluster);
+        assert_eq!(ports.mongo, [27017, 27018, 27019]);
+        assert_eq!(ports.kafka.len(), 3);
+        assert_eq!(ports.services["event"], [3002, 3102]);
+        assert_eq!(ports.services["gateway"], [3000]);
+        assert_eq!(Ports::standard(Topology::Single).services["event"], [3002]);
+    }
+
+    #[test]
+    fn ports_saved_before_clusters_are_read_as_a_single_instance() {
+        let before = r#"{"mongo": 1, "kafka": 2, "kafka_controller": 3, "registry": 4,
+            "registry_management": 5, "services": {"event": 6}}"#;
+        let ports = Ports::load(before.as_bytes()).unwrap();
+        assert_eq!(ports.topology, Topology::Single);
+        assert_eq!(ports.kafka[0].controller, 3);
+        assert_eq!(ports.services["event"], [6]);
+        let again = serde_json::to_vec(&ports).unwrap();
+        assert_eq!(Ports::load(&again).unwrap().mongo, [1]);
     }
 }

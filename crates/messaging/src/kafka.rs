@@ -103,12 +103,14 @@ pub fn probe(
     }
 }
 
-/// Creates the topics that do not exist yet; existing ones are left as they are.
+/// Creates the topics that do not exist yet, replicated as `config` says; existing ones are
+/// left as they are.
 pub async fn ensure_topics(
     config: &KafkaConfig,
     topics: &[TopicSpec],
 ) -> Result<(), KafkaClientError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let min_isr = config.topic_min_insync_replicas.to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
@@ -117,6 +119,7 @@ pub async fn ensure_topics(
                 t.partitions,
                 TopicReplication::Fixed(config.topic_replication),
             )
+            .set("min.insync.replicas", &min_isr)
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

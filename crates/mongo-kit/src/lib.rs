@@ -1,6 +1,6 @@
 //! MongoDB plumbing every service shares: connecting with sane timeouts, the readiness
-//! ping, and bringing up a single-node replica set (which transactions and change streams
-//! need) for local runs and tests.
+//! ping, and bringing up a replica set (which transactions and change streams need) of one
+//! member or several, for local runs and tests.
 
 use futures::future::BoxFuture;
 use mongodb::bson::{Document, doc};
@@ -82,22 +82,40 @@ impl Mongo {
     }
 }
 
-/// Turns a freshly started `mongod --replSet <name>` into a one-member replica set and waits
-/// until it accepts writes. Harmless on a set that is already initiated.
-pub async fn initiate_single_node_replica_set(
-    host_port: &str,
-    set_name: &str,
-    wait: Duration,
-) -> Result<(), MongoError> {
+/// A client for one member only (`directConnection`), whatever its role.
+async fn direct_client(host_port: &str) -> Result<Client, MongoError> {
     let uri = format!("mongodb://{host_port}/?directConnection=true");
     let mut options = ClientOptions::parse(&uri).await?;
     options.server_selection_timeout = Some(Duration::from_secs(2));
-    let client = Client::with_options(options)?;
-    let admin = client.database("admin");
-    let config = doc! {
-        "_id": set_name,
-        "members": [ { "_id": 0, "host": host_port } ],
-    };
+    options.connect_timeout = Some(Duration::from_secs(2));
+    Ok(Client::with_options(options)?)
+}
+
+/// Turns freshly started `mongod --replSet <name>` processes at `hosts` into one replica set
+/// (the first host is asked), and waits until it has a primary and every member is a primary
+/// or a secondary, so that majority writes go through. Harmless on a set that is already
+/// initiated. `election_timeout` sets the set's `electionTimeoutMillis` (default 10 s): how
+/// long the members wait for a lost primary before electing another.
+pub async fn initiate_replica_set(
+    hosts: &[String],
+    set_name: &str,
+    election_timeout: Option<Duration>,
+    wait: Duration,
+) -> Result<(), MongoError> {
+    let first = hosts.first().map(String::as_str).unwrap_or_default();
+    let admin = direct_client(first).await?.database("admin");
+    let members: Vec<Document> = hosts
+        .iter()
+        .enumerate()
+        .map(|(id, host)| doc! { "_id": id as i32, "host": host })
+        .collect();
+    let mut config = doc! { "_id": set_name, "members": members };
+    if let Some(timeout) = election_timeout {
+        config.insert(
+            "settings",
+            doc! { "electionTimeoutMillis": timeout.as_millis() as i64 },
+        );
+    }
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match admin
@@ -115,10 +133,9 @@ pub async fn initiate_single_node_replica_set(
         }
     }
     loop {
-        let hello: Result<Document, _> = admin.run_command(doc! { "hello": 1 }).await;
-        let last = match hello {
-            Ok(reply) if reply.get_bool("isWritablePrimary").unwrap_or(false) => return Ok(()),
-            Ok(reply) => format!("hello: {reply}"),
+        let last = match replica_set_members(first).await {
+            Ok(states) if settled(&states) => return Ok(()),
+            Ok(states) => format!("members: {states:?}"),
             Err(e) => e.to_string(),
         };
         if tokio::time::Instant::now() >= deadline {
@@ -126,6 +143,44 @@ pub async fn initiate_single_node_replica_set(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// One primary, and every other member a secondary.
+fn settled(states: &[(String, String)]) -> bool {
+    states.iter().filter(|(_, s)| s == "PRIMARY").count() == 1
+        && states
+            .iter()
+            .all(|(_, s)| s == "PRIMARY" || s == "SECONDARY")
+}
+
+/// Each member of the replica set `host_port` belongs to, as `(host:port, state)`, the state
+/// as `replSetGetStatus` names it (`PRIMARY`, `SECONDARY`, `STARTUP2`, `(not reachable/healthy)`,
+/// ...), as that member sees the set.
+pub async fn replica_set_members(host_port: &str) -> Result<Vec<(String, String)>, MongoError> {
+    let admin = direct_client(host_port).await?.database("admin");
+    let status = admin.run_command(doc! { "replSetGetStatus": 1 }).await?;
+    let members = status
+        .get_array("members")
+        .map_err(|e| MongoError::NotPrimary(Duration::ZERO, format!("replSetGetStatus: {e}")))?;
+    Ok(members
+        .iter()
+        .filter_map(|m| m.as_document())
+        .map(|m| {
+            (
+                m.get_str("name").unwrap_or_default().to_owned(),
+                m.get_str("stateStr").unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// Whether the `mongod` at `host_port` answers at all (initiated or not).
+pub async fn ping_member(host_port: &str, timeout: Duration) -> Result<(), MongoError> {
+    let admin = direct_client(host_port).await?.database("admin");
+    tokio::time::timeout(timeout, admin.run_command(doc! { "ping": 1 }))
+        .await
+        .map_err(|_| MongoError::Timeout(timeout))??;
+    Ok(())
 }
 
 /// The server's error code, when the error is a command error.

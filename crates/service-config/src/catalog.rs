@@ -38,6 +38,10 @@ pub struct ServiceSpec {
     pub needs: &'static [Needs],
     /// Other services this one calls over HTTP, with the env var holding each one's URL.
     pub upstreams: &'static [(&'static str, &'static str)],
+    /// How many instances run in the cluster topology (`./dev up --cluster`, the compose
+    /// `cluster` profile): two of each service that holds state in MongoDB or consumes
+    /// Kafka, so that losing one is survived; the gateway and the simulator stay single.
+    pub cluster_instances: usize,
 }
 
 use Needs::*;
@@ -55,6 +59,7 @@ pub const GATEWAY: ServiceSpec = ServiceSpec {
             "REWARDS_UPSTREAMS__REWARD_FULFILLMENT",
         ),
     ],
+    cluster_instances: 1,
 };
 
 pub const AUTH: ServiceSpec = ServiceSpec {
@@ -63,6 +68,7 @@ pub const AUTH: ServiceSpec = ServiceSpec {
     database: Some("auth_db"),
     needs: &[Mongo, Kafka, Registry, IdentitySecret, SigningKey],
     upstreams: &[],
+    cluster_instances: 2,
 };
 
 pub const EVENT: ServiceSpec = ServiceSpec {
@@ -71,6 +77,7 @@ pub const EVENT: ServiceSpec = ServiceSpec {
     database: Some("event_db"),
     needs: &[Mongo, Kafka, Registry, IdentitySecret],
     upstreams: &[],
+    cluster_instances: 2,
 };
 
 pub const REWARD_FULFILLMENT: ServiceSpec = ServiceSpec {
@@ -79,6 +86,7 @@ pub const REWARD_FULFILLMENT: ServiceSpec = ServiceSpec {
     database: Some("reward_db"),
     needs: &[Mongo, Kafka, Registry, IdentitySecret],
     upstreams: &[],
+    cluster_instances: 2,
 };
 
 pub const GAME_SIM: ServiceSpec = ServiceSpec {
@@ -87,6 +95,7 @@ pub const GAME_SIM: ServiceSpec = ServiceSpec {
     database: None,
     needs: &[Kafka, Registry],
     upstreams: &[],
+    cluster_instances: 1,
 };
 
 /// In start order: upstreams before the gateway that routes to them.

@@ -129,8 +129,13 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Identifies this process to the brokers (`client.id`) and in logs.
     pub client_id: String,
-    /// Replication factor of topics the platform creates (1 on a one-broker cluster).
+    /// Replication factor of topics the platform creates (1 on a one-broker cluster, 3 on a
+    /// cluster of three or more).
     pub topic_replication: i32,
+    /// `min.insync.replicas` of topics the platform creates: with `acks=all`, how many
+    /// replicas must hold a record before it counts as written. 2 with a replication factor
+    /// of 3 survives one broker lost without losing or refusing a write.
+    pub topic_min_insync_replicas: i32,
     /// How long the group waits for a consumer that stopped heartbeating before handing its
     /// partitions to another: the pause a crashed consumer causes (Kafka's default is 45 s).
     pub session_timeout_ms: u32,
@@ -157,6 +162,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             client_id: "rewards".into(),
             topic_replication: 1,
+            topic_min_insync_replicas: 1,
             session_timeout_ms: 10_000,
             linger_ms: 1,
         }

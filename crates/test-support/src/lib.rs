@@ -15,6 +15,8 @@ pub const KAFKA_BROKERS: &str = "REWARDS_TEST_KAFKA_BROKERS";
 pub const REGISTRY_URL: &str = "REWARDS_TEST_REGISTRY_URL";
 /// Directory of the service config files the dev tool wrote for this instance.
 pub const CONFIG_DIR: &str = "REWARDS_TEST_CONFIG_DIR";
+/// The instance's shape: `single` or `cluster` (see `./dev up --cluster`).
+pub const TOPOLOGY: &str = "REWARDS_TEST_TOPOLOGY";
 /// The bootstrap administrator of this instance.
 pub const ADMIN_EMAIL: &str = "REWARDS_TEST_ADMIN_EMAIL";
 pub const ADMIN_PASSWORD: &str = "REWARDS_TEST_ADMIN_PASSWORD";

@@ -1,9 +1,13 @@
-//! Starting, finding and stopping the processes the tool supervises.
+//! Starting, finding, signalling and stopping the processes of an instance.
 //!
 //! A started process gets its own process group (a ctrl-c in the terminal that ran `./dev up`
 //! does not reach it), appends stdout and stderr to its log file, and leaves its pid in a pid
 //! file. Before trusting a pid file, the tool checks that the pid still belongs to the
 //! program it started (a marker in `/proc/<pid>/cmdline` or `environ`), since pids are reused.
+//!
+//! [`Launch`] records how a running process was started (its command line, environment and
+//! working directory, from `/proc`), so that a process killed on purpose can be started
+//! again exactly as it was, by a program that does not know how to configure it.
 
 use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
@@ -105,6 +109,72 @@ pub fn stop(pid: u32, grace: Duration) -> bool {
     false
 }
 
+/// Sends `signal` to `pid`; a process already gone is not an error.
+pub fn signal(pid: u32, signal: Signal) -> anyhow::Result<()> {
+    match kill(Pid::from_raw(pid as i32), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("sending {signal} to pid {pid}: {e}")),
+    }
+}
+
+pub use nix::sys::signal::Signal as Sig;
+
+/// How a running process was started: enough to start it again the same way.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    argv: Vec<std::ffi::OsString>,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    cwd: std::path::PathBuf,
+}
+
+impl Launch {
+    /// Reads `pid`'s command line, environment and working directory from /proc.
+    pub fn of(pid: u32) -> anyhow::Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        let read = |file: &str| {
+            std::fs::read(format!("/proc/{pid}/{file}"))
+                .with_context(|| format!("reading /proc/{pid}/{file}"))
+        };
+        let split = |bytes: &[u8]| -> Vec<std::ffi::OsString> {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| std::ffi::OsStr::from_bytes(part).to_owned())
+                .collect()
+        };
+        let argv = split(&read("cmdline")?);
+        anyhow::ensure!(
+            !argv.is_empty(),
+            "pid {pid} has no command line (a zombie?)"
+        );
+        let env = split(&read("environ")?)
+            .into_iter()
+            .filter_map(|pair| {
+                let bytes = pair.as_bytes();
+                let eq = bytes.iter().position(|b| *b == b'=')?;
+                Some((
+                    std::ffi::OsStr::from_bytes(&bytes[..eq]).to_owned(),
+                    std::ffi::OsStr::from_bytes(&bytes[eq + 1..]).to_owned(),
+                ))
+            })
+            .collect();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .with_context(|| format!("reading /proc/{pid}/cwd"))?;
+        Ok(Self { argv, env, cwd })
+    }
+
+    /// Starts the process again, as [`spawn`] does.
+    pub fn spawn(&self, log: &Path, pid_file: &Path) -> anyhow::Result<u32> {
+        let mut command = Command::new(&self.argv[0]);
+        command
+            .args(&self.argv[1..])
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.cwd);
+        spawn(&mut command, log, pid_file)
+    }
+}
+
 /// Resident set size in KiB, from /proc.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -117,6 +187,45 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_is_relaunched_with_its_arguments_environment_and_directory() {
+        let dir = std::env::temp_dir().join(format!("supervise-launch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (log, pid_file) = (dir.join("p.log"), dir.join("p.pid"));
+        let script = "echo \"$0 $1 $MARK $(pwd)\"; sleep 30";
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", script, "first", "second arg"])
+            .env("MARK", "kept")
+            .current_dir(&dir);
+        let wanted = format!("first second arg kept {}", dir.display());
+        let logged = |times: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let count = || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.matches(&wanted).count()
+            };
+            while count() < times {
+                assert!(
+                    Instant::now() < deadline,
+                    "log: {:?}",
+                    std::fs::read_to_string(&log)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let pid = spawn(&mut command, &log, &pid_file).unwrap();
+        // Until it has printed, it may still be inside exec, its command line not yet there.
+        logged(1);
+        let launch = Launch::of(pid).unwrap();
+        stop(pid, Duration::from_secs(5));
+        let again = launch.spawn(&log, &pid_file).unwrap();
+        logged(2);
+        assert_eq!(read_pid(&pid_file), Some(again));
+        stop(again, Duration::from_secs(5));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_log_over_the_limit_is_moved_aside_when_its_process_starts() {

@@ -46,6 +46,11 @@ pub struct SagaConfig {
     /// How old the copies of events and rewards a claim is first checked against may be
     /// (the batch's transaction reads them again); 0 reads them for every claim.
     pub catalog_ttl_ms: u64,
+    /// How long a claim request waits for its batch's decision. Past that (MongoDB without
+    /// a primary: the batch's transaction keeps retrying) the client gets a 503 with
+    /// Retry-After, well before the gateway's timeout, and sends the claim again with its
+    /// key; the batch goes on, so the claim may be decided (and found by that key) later.
+    pub decide_within_ms: u64,
 }
 
 impl Default for SagaConfig {
@@ -55,6 +60,7 @@ impl Default for SagaConfig {
             max_attempts: 3,
             check_interval_ms: 1_000,
             catalog_ttl_ms: 1_000,
+            decide_within_ms: 5_000,
         }
     }
 }
@@ -175,7 +181,10 @@ impl Saga {
         let command = self.outbox_entry(&claim, 1).await?;
         let mut claim = claim;
         claim.command_message_ids.push(command.id.clone());
-        let placed = self.batcher.place(claim.clone(), command).await;
+        let within = Duration::from_millis(self.config.decide_within_ms);
+        let placed = tokio::time::timeout(within, self.batcher.place(claim.clone(), command))
+            .await
+            .unwrap_or(Err(EventError::Undecided(within)));
         let label = match &placed {
             Ok(Placed::New) => "accepted",
             Ok(Placed::Earlier(_)) => "repeated",
@@ -184,6 +193,7 @@ impl Saga {
             Err(EventError::EventNotActive) => "event_not_active",
             Err(EventError::ConditionNotMet(_)) => "condition_not_met",
             Err(EventError::UserNotAllowed) => "user_not_allowed",
+            Err(EventError::Undecided(_)) => "undecided",
             Err(_) => "error",
         };
         metrics::counter!("claims_total", "result" => label).increment(1);

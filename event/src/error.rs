@@ -48,6 +48,9 @@ pub enum EventError {
     Denied(Problem),
     #[error("database: {0}")]
     Database(#[from] mongo_kit::mongodb::error::Error),
+    /// The claim's batch did not decide within this time (the database is failing over).
+    #[error("claim not decided within {0:?}")]
+    Undecided(std::time::Duration),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -142,6 +145,10 @@ impl IntoResponse for EventError {
             .with_extension("reserved", reserved),
             EventError::Denied(problem) => problem,
             EventError::Database(e) => Problem::database_unavailable(&e),
+            EventError::Undecided(within) => {
+                Problem::database_unavailable(&format!("a claim batch took longer than {within:?}"))
+                    .with_detail("Not decided in time; send it again with the same Idempotency-Key")
+            }
             EventError::Internal(e) => Problem::internal(&e),
         };
         problem.into_response()

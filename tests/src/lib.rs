@@ -1,9 +1,11 @@
 //! End-to-end tests of the platform as the dev tool starts it: every process a real binary on
 //! loopback, with real MongoDB, Kafka and schema registry. The tests live in `tests/tests/`;
 //! this library holds what several of them share, and `src/bin/` holds harness processes
-//! that tests kill on purpose. `bench` is the performance harness (`./dev bench`).
+//! that tests kill on purpose. `bench` is the performance harness (`./dev bench`), `chaos`
+//! the fault-injection harness (`./dev chaos`).
 
 pub mod bench;
+pub mod chaos;
 pub mod effects;
 pub mod saga;
 

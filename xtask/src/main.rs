@@ -10,6 +10,7 @@
 //!                 tear down
 //! ./dev env       export lines pointing tests and tools at the `up` instance
 //! ./dev bench     release build, then the benchmark harness against the `up` instance
+//! ./dev chaos     faults under load on a fresh instance, then the invariants checked
 //! ./dev logs X    follow the log of component X
 //! ./dev topic T   print topic T's messages decoded to JSON through the registry
 //! ```
@@ -68,9 +69,25 @@ enum Cmd {
         /// Run the suite against a cluster instance (see `up --cluster`).
         #[arg(long)]
         cluster: bool,
+        /// Skip the short chaos runs that follow the suite.
+        #[arg(long)]
+        no_chaos: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cargo_args: Vec<String>,
+    },
+    /// Faults under load on a fresh instance of its own, then the invariants checked
+    /// (`./dev chaos -- --help` lists the harness's flags: --duration, --seed, --faults, ...).
+    Chaos {
+        /// A cluster instance (see `up --cluster`); default single.
+        #[arg(long)]
+        cluster: bool,
+        /// Services and the harness from release builds.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for the harness, e.g. `--duration 600 --random --seed 7`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Print `export` lines that point `cargo test` and tools at the `up` instance.
     Env,
@@ -147,14 +164,32 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             no_lint,
             release,
             cluster,
+            no_chaos,
             cargo_args,
         } => {
-            let topology = if cluster {
-                Topology::Cluster
-            } else {
-                Topology::Single
+            let topology = Topology::of(cluster);
+            test(&home, !no_lint, release, topology, !no_chaos, &cargo_args).await
+        }
+        Cmd::Chaos {
+            cluster,
+            release,
+            args,
+        } => {
+            let tools = install::ensure_all(&home).await?;
+            if release {
+                cargo(&["build", "--release", "--workspace", "--bins"]).await?;
+            }
+            let private = Private {
+                home: &home,
+                tools: &tools,
+                release,
             };
-            test(&home, !no_lint, release, topology, &cargo_args).await
+            let passed = private.chaos(Topology::of(cluster), &args).await?;
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Env => {
             for (key, value) in dev()?.test_env() {
@@ -210,11 +245,7 @@ async fn up(home: &Home, release: bool, cluster: bool) -> anyhow::Result<ExitCod
     if release {
         cargo(&["build", "--release", "--workspace", "--bins"]).await?;
     }
-    let wanted = if cluster {
-        Topology::Cluster
-    } else {
-        Topology::Single
-    };
+    let wanted = Topology::of(cluster);
     let mut instance = Instance::open(
         home,
         tools,
@@ -280,13 +311,15 @@ fn down(home: &Home, instance: Instance, reset: bool) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the suite against an instance of its own: fresh data on tmpfs, free ports. Always
-/// tears it down, keeping the logs for a post-mortem.
+/// Runs the suite against an instance of its own: fresh data on tmpfs, free ports. Then,
+/// unless told otherwise or given a test filter, the short chaos runs of CI: each on a fresh
+/// instance of its topology (single, then cluster; only cluster with `--cluster`).
 async fn test(
     home: &Home,
     lint: bool,
     release: bool,
     topology: Topology,
+    chaos: bool,
     cargo_args: &[String],
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
@@ -308,50 +341,153 @@ async fn test(
     if release {
         cargo(&["build", "--release", "--workspace", "--bins"]).await?;
     }
-    let root = test_instance_root(home);
-    let mut instance = Instance::open(
+    let private = Private {
         home,
-        tools,
-        InstanceDirs::new(root.clone()),
-        Ports::free(topology)?,
-        InstanceKind::Test,
-    )?;
-    instance.release = release;
-    let outcome = async {
-        instance.start().await?;
-        println!("test instance ready after {:.1?}", started.elapsed());
-        // Run every test binary even when one fails, so one run reports every failure.
-        let mut args = vec!["test".into(), "--workspace".into(), "--no-fail-fast".into()];
-        if release {
-            args.push("--release".into());
-        }
-        args.extend(cargo_args.iter().cloned());
-        let status = tokio::select! {
-            status = cargo_command()
-                .kill_on_drop(true)
-                .args(&args)
-                .envs(instance.test_env())
-                .current_dir(workspace_root())
-                .status() => status.context("running cargo test")?,
-            signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+        tools: &tools,
+        release,
+    };
+    let suite = private
+        .run(topology, "test", &home.last_test_logs(), async |instance| {
+            println!("test instance ready after {:.1?}", started.elapsed());
+            // Every test binary runs even when one fails: one run reports every failure.
+            let mut args = vec!["test".into(), "--workspace".into(), "--no-fail-fast".into()];
+            if release {
+                args.push("--release".into());
+            }
+            args.extend(cargo_args.iter().cloned());
+            let status = tokio::select! {
+                status = cargo_command()
+                    .kill_on_drop(true)
+                    .args(&args)
+                    .envs(instance.test_env())
+                    .current_dir(workspace_root())
+                    .status() => status.context("running cargo test")?,
+                signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+            };
+            Ok(status.success())
+        })
+        .await?;
+    let mut passed = suite;
+    if chaos && cargo_args.is_empty() {
+        let topologies: &[Topology] = match topology {
+            Topology::Single => &[Topology::Single, Topology::Cluster],
+            Topology::Cluster => &[Topology::Cluster],
         };
-        Ok(status.success())
+        for &topology in topologies {
+            let args = ci_chaos_args(topology);
+            passed &= private.chaos(topology, &args).await?;
+        }
     }
-    .await;
-    instance.stop();
-    let kept = home.last_test_logs();
-    let _ = std::fs::remove_dir_all(&kept);
-    if let Some(parent) = kept.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    copy_dir(&instance.dirs.logs(), &kept)?;
-    std::fs::remove_dir_all(&root).or_else(ignore_missing)?;
-    println!("logs of this run: {}", kept.display());
     println!("test command took {:.1?}", started.elapsed());
-    match outcome {
-        Ok(true) => Ok(ExitCode::SUCCESS),
-        Ok(false) => Ok(ExitCode::FAILURE),
-        Err(e) => Err(e),
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The short chaos run CI makes in each topology: a fixed seed; in a single instance the
+/// only broker and the only mongod killed, in a cluster the busiest broker killed and the
+/// primary stepped down.
+fn ci_chaos_args(topology: Topology) -> Vec<String> {
+    let faults = match topology {
+        Topology::Single => "broker-kill,primary-kill",
+        Topology::Cluster => "broker-kill,primary-stepdown",
+    };
+    [
+        "--duration",
+        "60",
+        "--seed",
+        "20261202",
+        "--players",
+        "40",
+        "--faults",
+        faults,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Instances of their own for a test or chaos run: fresh data on tmpfs, free ports, torn
+/// down afterwards with their logs kept.
+struct Private<'a> {
+    home: &'a Home,
+    tools: &'a install::Tools,
+    release: bool,
+}
+
+impl Private<'_> {
+    /// Starts a fresh instance of `topology`, runs `body` against it, stops it (whatever
+    /// happened) and keeps its logs in `kept`.
+    async fn run(
+        &self,
+        topology: Topology,
+        label: &str,
+        kept: &std::path::Path,
+        body: impl AsyncFnOnce(&Instance) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<bool> {
+        let root = test_instance_root(self.home, label);
+        let mut instance = Instance::open(
+            self.home,
+            self.tools.clone(),
+            InstanceDirs::new(root.clone()),
+            Ports::free(topology)?,
+            InstanceKind::Test,
+        )?;
+        instance.release = self.release;
+        let outcome = async {
+            instance.start().await?;
+            body(&instance).await
+        }
+        .await;
+        instance.stop();
+        let _ = std::fs::remove_dir_all(kept);
+        copy_dir(&instance.dirs.logs(), kept)?;
+        std::fs::remove_dir_all(&root).or_else(ignore_missing)?;
+        println!("logs of this run: {}", kept.display());
+        outcome
+    }
+
+    /// The chaos harness against a fresh instance of `topology`; its report is kept with the
+    /// logs (`<REWARDS_HOME>/run/last-chaos-<topology>/report.json`).
+    async fn chaos(&self, topology: Topology, args: &[String]) -> anyhow::Result<bool> {
+        let started = Instant::now();
+        let kept = self
+            .home
+            .root()
+            .join(format!("run/last-chaos-{}", topology.name()));
+        let profile = if self.release { "release" } else { "debug" };
+        let harness = self.home.target_dir().join(profile).join("chaos");
+        let label = format!("chaos-{}", topology.name());
+        let passed = self
+            .run(topology, &label, &kept, async |instance| {
+                println!(
+                    "chaos: {} instance ready after {:.1?}",
+                    topology.name(),
+                    started.elapsed()
+                );
+                let report = instance.dirs.logs().join("report.json");
+                let status = tokio::select! {
+                    status = tokio::process::Command::new(&harness)
+                        .kill_on_drop(true)
+                        .args(args)
+                        .arg("--report")
+                        .arg(&report)
+                        .envs(instance.test_env())
+                        .current_dir(workspace_root())
+                        .status() => status.with_context(|| format!("running {}", harness.display()))?,
+                    signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+                };
+                Ok(status.success())
+            })
+            .await?;
+        println!(
+            "chaos ({}) {} in {:.1?}",
+            topology.name(),
+            if passed { "passed" } else { "FAILED" },
+            started.elapsed()
+        );
+        Ok(passed)
     }
 }
 
@@ -371,9 +507,9 @@ async fn interrupted() -> &'static str {
     }
 }
 
-/// Test instances live on tmpfs when there is one, named after the tool's pid.
-fn test_instance_root(home: &Home) -> std::path::PathBuf {
-    let name = format!("reward-platform-test-{}", std::process::id());
+/// Test instances live on tmpfs when there is one, named after the tool's pid and their use.
+fn test_instance_root(home: &Home, label: &str) -> std::path::PathBuf {
+    let name = format!("reward-platform-test-{}-{label}", std::process::id());
     let shm = std::path::Path::new("/dev/shm");
     if shm.is_dir() {
         shm.join(name)
@@ -390,9 +526,10 @@ fn remove_abandoned_test_instances() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(owner) = name.strip_prefix("reward-platform-test-") else {
+        let Some(rest) = name.strip_prefix("reward-platform-test-") else {
             continue;
         };
+        let owner = rest.split('-').next().unwrap_or_default();
         if owner.parse().is_ok_and(process::is_alive) {
             continue;
         }

@@ -38,6 +38,14 @@ pub enum Topology {
 }
 
 impl Topology {
+    pub fn of(cluster: bool) -> Self {
+        if cluster {
+            Topology::Cluster
+        } else {
+            Topology::Single
+        }
+    }
+
     /// Members of the replica set, and nodes of the Kafka cluster.
     pub fn replicas(self) -> usize {
         match self {
@@ -724,7 +732,12 @@ impl Instance {
              transaction.state.log.num.partitions=10\n\
              group.initial.rebalance.delay.ms=0\n\
              share.coordinator.state.topic.replication.factor={replication}\n\
-             share.coordinator.state.topic.min.isr={min_isr}\n",
+             share.coordinator.state.topic.min.isr={min_isr}\n\
+             # A node that stops heartbeating is fenced after 4 s (Kafka's default: 9 s), and\n\
+             # its leaderships and group coordinators move then: well within the clients'\n\
+             # 10 s session timeout, so consumers keep their group membership through it.\n\
+             broker.session.timeout.ms=4000\n\
+             broker.heartbeat.interval.ms=1000\n",
             node = index + 1,
             voters = voters.join(","),
             broker = own.broker,

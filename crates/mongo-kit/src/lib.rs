@@ -83,7 +83,7 @@ impl Mongo {
 }
 
 /// A client for one member only (`directConnection`), whatever its role.
-async fn direct_client(host_port: &str) -> Result<Client, MongoError> {
+pub async fn direct_client(host_port: &str) -> Result<Client, MongoError> {
     let uri = format!("mongodb://{host_port}/?directConnection=true");
     let mut options = ClientOptions::parse(&uri).await?;
     options.server_selection_timeout = Some(Duration::from_secs(2));

@@ -25,6 +25,10 @@ pub struct Problem {
     /// Boxed: most problems have none, and a small `Problem` keeps `Result`s small.
     #[serde(flatten)]
     pub extensions: Box<Map<String, Value>>,
+    /// Seconds for the `Retry-After` header. Every 503 has one (1 s unless said otherwise):
+    /// a client told "unavailable" is told when to come back, instead of guessing.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -37,7 +41,14 @@ impl Problem {
             code,
             detail: None,
             extensions: Box::default(),
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1),
         }
+    }
+
+    /// Sets the `Retry-After` header, in seconds.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -55,6 +66,7 @@ impl Problem {
     }
 
     /// 503 for a database that failed us. The cause is logged, never shown to the client.
+    /// Come back in 2 s: a replica set that lost its primary elects another within seconds.
     pub fn database_unavailable(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "database error");
         Self::new(
@@ -62,6 +74,7 @@ impl Problem {
             "database_unavailable",
             "The database did not answer; try again",
         )
+        .with_retry_after(2)
     }
 
     /// 500 for a bug or broken invariant on our side. The cause is logged, never shown.
@@ -78,9 +91,26 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(&self)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_503_says_when_to_retry_and_others_do_not() {
+        let unavailable = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "x", "y").into_response();
+        assert_eq!(unavailable.headers()[header::RETRY_AFTER], "1");
+        let database = Problem::database_unavailable(&"gone").into_response();
+        assert_eq!(database.headers()[header::RETRY_AFTER], "2");
+        let conflict = Problem::new(StatusCode::CONFLICT, "x", "y").into_response();
+        assert!(!conflict.headers().contains_key(header::RETRY_AFTER));
     }
 }

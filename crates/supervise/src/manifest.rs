@@ -58,8 +58,9 @@ impl Manifest {
         Ok(())
     }
 
-    pub fn of_kind<'a>(&'a self, kind: &'a Kind) -> impl Iterator<Item = &'a Member> + 'a {
-        self.members.iter().filter(move |m| &m.kind == kind)
+    pub fn of_kind<'a>(&'a self, kind: &Kind) -> impl Iterator<Item = &'a Member> + use<'a> {
+        let kind = kind.clone();
+        self.members.iter().filter(move |m| m.kind == kind)
     }
 
     pub fn named(&self, name: &str) -> Option<&Member> {

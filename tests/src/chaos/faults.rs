@@ -1,0 +1,385 @@
+//! The faults a chaos run injects into the instance, found through its manifest.
+//!
+//! Each fault is whole: it picks its target where it hurts most (the broker leading the most
+//! activity partitions, the replica-set primary, the next service instance in turn), breaks
+//! it, leaves it broken for a while, heals it (a killed process is started again exactly as
+//! it ran, from its recorded command line and environment), and waits until the target is
+//! healthy and back in its cluster before the next fault may begin.
+
+use rdkafka::producer::Producer;
+use serde::Serialize;
+use service_config::KafkaConfig;
+use std::collections::HashMap;
+use std::time::Duration;
+use supervise::manifest::{Kind, Manifest, Member};
+use supervise::process::{self, Launch, Sig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// SIGKILL the broker leading the most activity partitions; start it again 10 s later.
+    BrokerKill,
+    /// SIGSTOP that broker for 15 s, longer than the session timeouts (10 s consumers, 9 s
+    /// brokers), then SIGCONT.
+    BrokerFreeze,
+    /// SIGKILL the replica-set primary (a single mongod: the only one); start it again 10 s
+    /// later.
+    PrimaryKill,
+    /// `replSetStepDown` on the primary: no primary until the set elects one (a single
+    /// member steps down for 10 s, then elects itself again).
+    PrimaryStepdown,
+    /// SIGKILL an instance of auth, event or fulfillment, in turn; start it again 5 s later.
+    ServiceKill,
+    /// SIGKILL the schema registry; start it again 30 s later.
+    RegistryDown,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::BrokerKill,
+        FaultKind::BrokerFreeze,
+        FaultKind::PrimaryKill,
+        FaultKind::PrimaryStepdown,
+        FaultKind::ServiceKill,
+        FaultKind::RegistryDown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::BrokerKill => "broker-kill",
+            FaultKind::BrokerFreeze => "broker-freeze",
+            FaultKind::PrimaryKill => "primary-kill",
+            FaultKind::PrimaryStepdown => "primary-stepdown",
+            FaultKind::ServiceKill => "service-kill",
+            FaultKind::RegistryDown => "registry-down",
+        }
+    }
+
+    /// How long the target stays broken.
+    fn outage(self) -> Duration {
+        Duration::from_secs(match self {
+            FaultKind::BrokerKill | FaultKind::PrimaryKill => 10,
+            FaultKind::BrokerFreeze => 15,
+            FaultKind::PrimaryStepdown => 10,
+            FaultKind::ServiceKill => 5,
+            FaultKind::RegistryDown => 30,
+        })
+    }
+}
+
+/// One fault as it happened. Times are seconds since the run began.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    pub kind: FaultKind,
+    pub target: String,
+    pub injected_at: f64,
+    pub healed_at: f64,
+    /// When the target was healthy and back in its cluster.
+    pub settled_at: f64,
+    /// From the injection to the first claim sent after it that succeeded end to end.
+    pub recovered_after: Option<f64>,
+}
+
+pub struct Injector {
+    manifest: Manifest,
+    kafka: KafkaConfig,
+    registry_url: String,
+    turn: usize,
+}
+
+impl Injector {
+    pub fn new(manifest: Manifest) -> Self {
+        Self {
+            manifest,
+            kafka: test_support::kafka(),
+            registry_url: test_support::required(test_support::REGISTRY_URL),
+            turn: 0,
+        }
+    }
+
+    pub fn single(&self) -> bool {
+        self.manifest.topology == "single"
+    }
+
+    /// Breaks, waits, heals and waits for the target to settle; `now` reads the run's clock.
+    pub async fn inject(
+        &mut self,
+        kind: FaultKind,
+        now: &(dyn Fn() -> f64 + Sync),
+    ) -> anyhow::Result<FaultRecord> {
+        let target = self.target(kind).await?;
+        eprintln!("[chaos] {:>6.1}s {} of {}", now(), kind.name(), target.name);
+        let injected_at = now();
+        match kind {
+            FaultKind::BrokerFreeze => freeze(&target, kind.outage()).await?,
+            FaultKind::PrimaryStepdown => self.step_down(&target).await?,
+            _ => kill_and_restart(&target, kind.outage()).await?,
+        }
+        let healed_at = now();
+        self.settle(&target).await?;
+        let settled_at = now();
+        eprintln!(
+            "[chaos] {:>6.1}s {} settled ({:.1}s after the fault)",
+            settled_at,
+            target.name,
+            settled_at - injected_at
+        );
+        Ok(FaultRecord {
+            kind,
+            target: target.name.clone(),
+            injected_at,
+            healed_at,
+            settled_at,
+            recovered_after: None,
+        })
+    }
+
+    async fn target(&mut self, kind: FaultKind) -> anyhow::Result<Member> {
+        let member = match kind {
+            FaultKind::BrokerKill | FaultKind::BrokerFreeze => self.busiest_broker().await?,
+            FaultKind::PrimaryKill | FaultKind::PrimaryStepdown => self.primary().await?,
+            FaultKind::RegistryDown => self.only(&Kind::Registry)?,
+            FaultKind::ServiceKill => self.next_service()?,
+        };
+        Ok(member.clone())
+    }
+
+    fn only(&self, kind: &Kind) -> anyhow::Result<&Member> {
+        self.manifest
+            .of_kind(kind)
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the instance has no {kind:?}"))
+    }
+
+    /// The instances of auth, event and fulfillment, one after the other across faults.
+    fn next_service(&mut self) -> anyhow::Result<&Member> {
+        let stateful = ["event", "reward-fulfillment", "auth"];
+        let candidates: Vec<&Member> = self
+            .manifest
+            .members
+            .iter()
+            .filter(|m| matches!(&m.kind, Kind::Service(s) if stateful.contains(&s.as_str())))
+            .collect();
+        anyhow::ensure!(
+            !candidates.is_empty(),
+            "no service instances in the manifest"
+        );
+        let name = candidates[self.turn % candidates.len()].name.clone();
+        self.turn += 1;
+        self.manifest
+            .named(&name)
+            .ok_or_else(|| anyhow::anyhow!("{name} vanished"))
+    }
+
+    /// The Kafka node leading the most `game.user-activity` partitions (the busiest topic),
+    /// most partitions overall breaking a tie.
+    async fn busiest_broker(&self) -> anyhow::Result<&Member> {
+        let metadata = metadata(&self.kafka).await?;
+        let mut score: HashMap<i32, (usize, usize)> = HashMap::new();
+        for topic in &metadata {
+            for (leader, _, _) in &topic.partitions {
+                let entry = score.entry(*leader).or_default();
+                entry.1 += 1;
+                if topic.name == contracts::topics::USER_ACTIVITY {
+                    entry.0 += 1;
+                }
+            }
+        }
+        let node = score
+            .into_iter()
+            .max_by_key(|(node, s)| (*s, -node))
+            .map(|(node, _)| node)
+            .ok_or_else(|| anyhow::anyhow!("no partition has a leader"))?;
+        self.manifest
+            .of_kind(&Kind::Kafka)
+            .find(|m| m.node_id == Some(node))
+            .ok_or_else(|| anyhow::anyhow!("no Kafka node {node} in the manifest"))
+    }
+
+    /// The replica-set member that is primary now.
+    async fn primary(&self) -> anyhow::Result<&Member> {
+        for member in self.manifest.of_kind(&Kind::Mongod) {
+            let Ok(states) = mongo_kit::replica_set_members(&host(member)).await else {
+                continue;
+            };
+            if let Some((primary, _)) = states.iter().find(|(_, s)| s == "PRIMARY")
+                && let Some(found) = self
+                    .manifest
+                    .of_kind(&Kind::Mongod)
+                    .find(|m| &host(m) == primary)
+            {
+                return Ok(found);
+            }
+        }
+        anyhow::bail!("no replica-set member is primary")
+    }
+
+    async fn step_down(&self, primary: &Member) -> anyhow::Result<()> {
+        let client = mongo_kit::direct_client(&host(primary)).await?;
+        let mut command = mongo_kit::mongodb::bson::doc! {
+            "replSetStepDown": FaultKind::PrimaryStepdown.outage().as_secs() as i64,
+            "secondaryCatchUpPeriodSecs": 5,
+        };
+        if self.single() {
+            // Nobody to hand over to: step down all the same.
+            command.insert("force", true);
+        }
+        // The server closes connections as it steps down, so the command may "fail".
+        let _ = client.database("admin").run_command(command).await;
+        let states = mongo_kit::replica_set_members(&host(primary)).await?;
+        let still = states
+            .iter()
+            .any(|(h, s)| h == &host(primary) && s == "PRIMARY");
+        anyhow::ensure!(
+            !still,
+            "{} is still primary after stepping down",
+            primary.name
+        );
+        if self.single() {
+            // It stays SECONDARY for the step-down period, then elects itself.
+            tokio::time::sleep(FaultKind::PrimaryStepdown.outage()).await;
+        }
+        Ok(())
+    }
+
+    /// Waits (up to two minutes) until `target` answers again and its cluster is whole: all
+    /// replica-set members primary or secondary, or every partition's ISR complete.
+    pub async fn settle(&self, target: &Member) -> anyhow::Result<()> {
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(120);
+        let mut last = String::new();
+        while tokio::time::Instant::now() < give_up {
+            match self.whole(target).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = format!("{e:#}"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        anyhow::bail!("{} did not settle within 2 min: {last}", target.name)
+    }
+
+    async fn whole(&self, target: &Member) -> anyhow::Result<()> {
+        match &target.kind {
+            Kind::Mongod => {
+                let states = mongo_kit::replica_set_members(&host(target)).await?;
+                let primaries = states.iter().filter(|(_, s)| s == "PRIMARY").count();
+                let healthy = states
+                    .iter()
+                    .all(|(_, s)| s == "PRIMARY" || s == "SECONDARY");
+                anyhow::ensure!(primaries == 1 && healthy, "replica set: {states:?}");
+            }
+            Kind::Kafka => {
+                // The node itself first: the others' metadata may not have noticed it died.
+                let mut own = self.kafka.clone();
+                own.brokers = host(target);
+                messaging::kafka::ping(&messaging::kafka::producer(&own)?, Duration::from_secs(2))
+                    .await?;
+                for topic in metadata(&self.kafka).await? {
+                    for (leader, replicas, isr) in &topic.partitions {
+                        anyhow::ensure!(
+                            *leader >= 0 && isr == replicas,
+                            "{} has leader {leader}, ISR {isr:?} of {replicas:?}",
+                            topic.name
+                        );
+                    }
+                }
+            }
+            Kind::Registry => http_ok(&format!("{}/subjects", self.registry_url)).await?,
+            Kind::Service(_) => {
+                http_ok(&format!("http://127.0.0.1:{}/readyz", target.port)).await?
+            }
+        }
+        Ok(())
+    }
+}
+
+fn host(member: &Member) -> String {
+    format!("127.0.0.1:{}", member.port)
+}
+
+async fn kill_and_restart(target: &Member, outage: Duration) -> anyhow::Result<()> {
+    let pid = target
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("{} is not running", target.name))?;
+    let launch = Launch::of(pid)?;
+    process::signal(pid, Sig::SIGKILL)?;
+    let gone = tokio::time::Instant::now() + Duration::from_secs(10);
+    while process::is_alive(pid) && tokio::time::Instant::now() < gone {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(outage).await;
+    launch.spawn(&target.log, &target.pid_file)?;
+    Ok(())
+}
+
+/// SIGSTOP for `outage`; SIGCONT even if the run is cut short in between.
+async fn freeze(target: &Member, outage: Duration) -> anyhow::Result<()> {
+    struct Thaw(u32);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = process::signal(self.0, Sig::SIGCONT);
+        }
+    }
+    let pid = target
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("{} is not running", target.name))?;
+    process::signal(pid, Sig::SIGSTOP)?;
+    let _thaw = Thaw(pid);
+    tokio::time::sleep(outage).await;
+    Ok(())
+}
+
+/// A topic's partitions as `(leader, replicas, in-sync replicas)`.
+pub struct TopicState {
+    pub name: String,
+    pub partitions: Vec<(i32, Vec<i32>, Vec<i32>)>,
+}
+
+/// The platform's topics as the cluster describes them now.
+pub async fn metadata(kafka: &KafkaConfig) -> anyhow::Result<Vec<TopicState>> {
+    let producer = messaging::kafka::producer(kafka)?;
+    let metadata = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(5))
+    })
+    .await??;
+    let ours: Vec<String> = messaging::topics::all()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| ours.iter().any(|n| n == t.name()))
+        .map(|t| TopicState {
+            name: t.name().to_owned(),
+            partitions: t
+                .partitions()
+                .iter()
+                .map(|p| {
+                    let mut replicas = p.replicas().to_vec();
+                    let mut isr = p.isr().to_vec();
+                    replicas.sort_unstable();
+                    isr.sort_unstable();
+                    (p.leader(), replicas, isr)
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+async fn http_ok(url: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?
+        .get(url)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
+}

@@ -387,12 +387,12 @@ async fn test(
 }
 
 /// The short chaos run CI makes in each topology: a fixed seed; in a single instance the
-/// only broker and the only mongod killed, in a cluster the busiest broker killed and the
-/// primary stepped down.
+/// only broker and the only mongod killed, in a cluster the busiest broker killed, the
+/// primary stepped down and an event instance killed (the gateway must route around it).
 fn ci_chaos_args(topology: Topology) -> Vec<String> {
     let faults = match topology {
         Topology::Single => "broker-kill,primary-kill",
-        Topology::Cluster => "broker-kill,primary-stepdown",
+        Topology::Cluster => "broker-kill,primary-stepdown,service-kill",
     };
     [
         "--duration",

@@ -34,7 +34,10 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
         .set("socket.connection.setup.timeout.ms", "5000")
         // Reconnection attempts back off up to 1 s instead of librdkafka's 10 s, so a client
         // finds a restarted broker within a second rather than up to ten after it is back.
-        .set("reconnect.backoff.max.ms", "1000");
+        .set("reconnect.backoff.max.ms", "1000")
+        // A request to a broker that stopped answering (frozen, partitioned) is given up
+        // after 10 s instead of 60 s, and sent again to whoever leads the partition now.
+        .set("socket.timeout.ms", "10000");
     cc
 }
 
@@ -44,6 +47,10 @@ pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaClientError
     Ok(client_config(config)
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        // An acknowledgement not back within 5 s (librdkafka: 30 s) means the partition's
+        // leader is gone or frozen: the batch is sent again (idempotence keeps it single)
+        // once the cluster names a new leader, which it does after 4 s.
+        .set("request.timeout.ms", "5000")
         .set("linger.ms", config.linger_ms.to_string())
         .set("compression.type", "lz4")
         .create()?)

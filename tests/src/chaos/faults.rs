@@ -10,6 +10,7 @@ use rdkafka::producer::Producer;
 use serde::Serialize;
 use service_config::KafkaConfig;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use supervise::manifest::{Kind, Manifest, Member};
 use supervise::process::{self, Launch, Sig};
@@ -43,6 +44,12 @@ impl FaultKind {
         FaultKind::ServiceKill,
         FaultKind::RegistryDown,
     ];
+
+    /// Whether the fault takes away a dependency every service needs when the instance has
+    /// one of each (so `/readyz` must say so).
+    pub fn takes_a_dependency(self) -> bool {
+        self != FaultKind::ServiceKill
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -78,6 +85,15 @@ pub struct FaultRecord {
     pub settled_at: f64,
     /// From the injection to the first claim sent after it that succeeded end to end.
     pub recovered_after: Option<f64>,
+    /// From the injection to the first `/readyz` of a service that failed, if one did.
+    pub unready_after: Option<f64>,
+    /// From the injection to every service's `/readyz` passing again, after one failed.
+    pub ready_again_after: Option<f64>,
+    /// Claim answers while the target was broken (from injection to healing), by status
+    /// (0: no answer).
+    pub answers_during: std::collections::BTreeMap<u16, u64>,
+    /// Probes sent while the target was broken that succeeded before it was healed.
+    pub succeeded_during: usize,
 }
 
 pub struct Injector {
@@ -110,6 +126,7 @@ impl Injector {
         let target = self.target(kind).await?;
         eprintln!("[chaos] {:>6.1}s {} of {}", now(), kind.name(), target.name);
         let injected_at = now();
+        let readiness = ReadinessWatch::start(&self.manifest);
         match kind {
             FaultKind::BrokerFreeze => freeze(&target, kind.outage()).await?,
             FaultKind::PrimaryStepdown => self.step_down(&target).await?,
@@ -118,6 +135,7 @@ impl Injector {
         let healed_at = now();
         self.settle(&target).await?;
         let settled_at = now();
+        let (unready_after, ready_again_after) = readiness.finish().await;
         eprintln!(
             "[chaos] {:>6.1}s {} settled ({:.1}s after the fault)",
             settled_at,
@@ -131,6 +149,10 @@ impl Injector {
             healed_at,
             settled_at,
             recovered_after: None,
+            unready_after,
+            ready_again_after,
+            answers_during: Default::default(),
+            succeeded_during: 0,
         })
     }
 
@@ -289,6 +311,73 @@ impl Injector {
             }
         }
         Ok(())
+    }
+}
+
+/// Watches every service's `/readyz` (every 250 ms) from the injection on: when the first
+/// one failed, and when all passed again after that. Both in seconds after the injection.
+struct ReadinessWatch {
+    stop: tokio_util::sync::CancellationToken,
+    seen: Arc<Mutex<(Option<f64>, Option<f64>)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadinessWatch {
+    fn start(manifest: &Manifest) -> Self {
+        let urls: Vec<String> = manifest
+            .members
+            .iter()
+            .filter(|m| matches!(m.kind, Kind::Service(_)))
+            .map(|m| format!("http://127.0.0.1:{}/readyz", m.port))
+            .collect();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let seen = Arc::new(Mutex::new((None, None)));
+        let (watching, record) = (stop.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                let checks = urls.iter().map(|url| http_ok(url));
+                let ready = futures::future::join_all(checks)
+                    .await
+                    .iter()
+                    .all(Result::is_ok);
+                let at = started.elapsed().as_secs_f64();
+                let done = {
+                    let mut seen = record.lock().expect("never poisoned");
+                    match (ready, seen.0) {
+                        (false, None) => {
+                            seen.0 = Some(at);
+                            false
+                        }
+                        (true, Some(_)) => {
+                            seen.1 = Some(at);
+                            true
+                        }
+                        // Nothing failed by the time the fault was over: nothing to wait for.
+                        (true, None) => watching.is_cancelled(),
+                        (false, Some(_)) => false,
+                    }
+                };
+                if done {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Self { stop, seen, task }
+    }
+
+    /// Stops watching once every service is ready again (30 s at most after this call).
+    async fn finish(self) -> (Option<f64>, Option<f64>) {
+        self.stop.cancel();
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(30), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+        *self.seen.lock().expect("never poisoned")
     }
 }
 

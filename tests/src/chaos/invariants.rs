@@ -472,12 +472,88 @@ async fn outboxes_drained(dbs: &Databases) -> anyhow::Result<Check> {
     ))
 }
 
-/// No 500 or 504, and every 503 a problem with Retry-After.
+/// No 500 or 504 (nor 502 in a cluster), and every 503 a problem with Retry-After.
 fn answers_kept_promises(journal: &Journal) -> Check {
     let answers: u64 = journal.answers().values().sum();
     Check::of(
-        "no 500 or 504; every 503 is problem+json with Retry-After",
+        "no 500 or 504 (no 502 in a cluster); every 503 has Retry-After",
         format!("{answers} answers"),
         journal.bad_answers(),
     )
+}
+
+/// What clients and operators saw while each fault lasted (issue: "what clients see during a
+/// fault stays sane"):
+/// - `/readyz` of the services said so within 5 s when a single instance lost a
+///   dependency, and every service was ready again afterwards without being restarted;
+/// - claims were still accepted while a single instance's only broker was down (the outbox
+///   holds their commands);
+/// - claims still succeeded while the registry was down (every schema was already seen).
+pub fn during_faults(single: bool, faults: &[super::faults::FaultRecord]) -> Vec<Check> {
+    use super::faults::FaultKind;
+    let mut readiness = Vec::new();
+    let mut working = Vec::new();
+    for fault in faults {
+        let what = format!(
+            "{} of {} at {:.1}s",
+            fault.kind.name(),
+            fault.target,
+            fault.injected_at
+        );
+        if single && fault.kind.takes_a_dependency() {
+            match fault.unready_after {
+                Some(after) if after <= 5.0 => {}
+                Some(after) => {
+                    readiness.push(format!("{what}: /readyz failed only after {after:.1}s"))
+                }
+                None => readiness.push(format!("{what}: /readyz never failed")),
+            }
+        }
+        if fault.unready_after.is_some() && fault.ready_again_after.is_none() {
+            readiness.push(format!(
+                "{what}: a service was still not ready 30 s after it settled"
+            ));
+        }
+        let accepted = fault.answers_during.get(&202).copied().unwrap_or(0);
+        if single && fault.kind == FaultKind::BrokerKill && accepted == 0 {
+            working.push(format!("{what}: no claim accepted while Kafka was down"));
+        }
+        if fault.kind == FaultKind::RegistryDown && fault.succeeded_during == 0 {
+            working.push(format!(
+                "{what}: no claim succeeded while the registry was down"
+            ));
+        }
+    }
+    let readiness_checked = faults
+        .iter()
+        .map(|f| match (f.unready_after, f.ready_again_after) {
+            (Some(down), Some(up)) => format!("{} {down:.1}s/{up:.1}s", f.kind.name()),
+            _ => format!("{} stayed ready", f.kind.name()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let working_checked = faults
+        .iter()
+        .map(|f| {
+            let accepted = f.answers_during.get(&202).copied().unwrap_or(0);
+            format!(
+                "{}: {accepted} accepted, {} probes succeeded",
+                f.kind.name(),
+                f.succeeded_during
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    vec![
+        Check::of(
+            "/readyz shows a lost dependency within 5 s and recovers without a restart",
+            format!("unready after / ready again after: {readiness_checked}"),
+            readiness,
+        ),
+        Check::of(
+            "claims accepted while Kafka is down, and served while the registry is down",
+            working_checked,
+            working,
+        ),
+    ]
 }

@@ -47,20 +47,26 @@ struct State {
     banned: HashSet<String>,
     /// Every HTTP status the load met, with the problem code when there was one.
     answers: BTreeMap<String, u64>,
-    /// Answers that broke a promise of the API: a 500 or a 504, or a 503 without
-    /// Retry-After or not as problem+json.
+    /// When each claim answer came, and its status (0: no answer).
+    timeline: Vec<(f64, u16)>,
+    /// Answers that broke a promise of the API: a 500 or a 504 (or a 502 in a cluster), or a
+    /// 503 without Retry-After or not as problem+json.
     bad_answers: Vec<String>,
 }
 
 pub struct Journal {
     started: Instant,
+    /// A 502 breaks a promise too where every service runs twice: the gateway must send
+    /// the request to the other instance.
+    replicated: bool,
     state: Mutex<State>,
 }
 
 impl Journal {
-    pub fn new() -> Self {
+    pub fn new(replicated: bool) -> Self {
         Self {
             started: Instant::now(),
+            replicated,
             state: Mutex::new(State::default()),
         }
     }
@@ -132,12 +138,14 @@ impl Journal {
             // The service did not answer within the gateway's timeout: it should have said
             // 503 (with Retry-After) before that.
             504 => Some("a 504"),
+            502 if self.replicated => Some("a 502 with another instance up"),
             503 if !retry_after => Some("a 503 without Retry-After"),
             503 if !problem_json => Some("a 503 that is not application/problem+json"),
             _ => None,
         };
         let at = self.now();
         self.with(|s| {
+            s.timeline.push((at, status));
             *s.answers.entry(label.clone()).or_default() += 1;
             if let Some(what) = broken
                 && s.bad_answers.len() < 20
@@ -149,7 +157,23 @@ impl Journal {
 
     /// A request that got no HTTP answer at all.
     pub fn no_answer(&self) {
-        self.with(|s| *s.answers.entry("no answer".into()).or_default() += 1);
+        let at = self.now();
+        self.with(|s| {
+            s.timeline.push((at, 0));
+            *s.answers.entry("no answer".into()).or_default() += 1;
+        });
+    }
+
+    /// Claim answers that came between `from` and `to` (seconds into the run), by status
+    /// (0: no answer).
+    pub fn answers_between(&self, from: f64, to: f64) -> BTreeMap<u16, u64> {
+        self.with(|s| {
+            let mut counts = BTreeMap::new();
+            for (_, status) in s.timeline.iter().filter(|(at, _)| (from..=to).contains(at)) {
+                *counts.entry(*status).or_default() += 1;
+            }
+            counts
+        })
     }
 
     pub fn claims(&self) -> Vec<ClaimMade> {
@@ -185,19 +209,13 @@ impl Journal {
     }
 }
 
-impl Default for Journal {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_500_and_a_bare_503_are_broken_promises_and_a_proper_503_is_not() {
-        let journal = Journal::new();
+        let journal = Journal::new(false);
         journal.answer(503, "database_unavailable", true, true);
         journal.answer(202, "", false, false);
         assert!(journal.bad_answers().is_empty());
@@ -209,8 +227,33 @@ mod tests {
     }
 
     #[test]
+    fn a_502_is_a_broken_promise_only_where_another_instance_runs() {
+        let single = Journal::new(false);
+        single.answer(502, "upstream_unavailable", false, true);
+        assert!(single.bad_answers().is_empty());
+        let cluster = Journal::new(true);
+        cluster.answer(502, "upstream_unavailable", false, true);
+        assert_eq!(cluster.bad_answers().len(), 1);
+    }
+
+    #[test]
+    fn answers_are_counted_by_when_they_came() {
+        let journal = Journal::new(false);
+        journal.answer(202, "", false, false);
+        journal.no_answer();
+        let all = journal.answers_between(0.0, journal.now());
+        assert_eq!(all.get(&202), Some(&1));
+        assert_eq!(all.get(&0), Some(&1));
+        assert!(
+            journal
+                .answers_between(journal.now() + 1.0, f64::MAX)
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn an_activity_id_delivered_twice_counts_once() {
-        let journal = Journal::new();
+        let journal = Journal::new(false);
         journal.delivered("u", "m1");
         journal.delivered("u", "m1");
         journal.delivered("u", "m2");

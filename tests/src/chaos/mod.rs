@@ -56,7 +56,7 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
         options.seed,
         options.duration
     );
-    let journal = Arc::new(Journal::new());
+    let journal = Arc::new(Journal::new(topology == "cluster"));
     let setup = Arc::new(setup::Setup::new(options.players).await?);
     let dbs = Databases::connect().await?;
     let game = Arc::new(load::Game::connect()?);
@@ -89,7 +89,9 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
     );
 
     let quiet = quiesce(&injector, &manifest, &setup, &journal, &dbs).await;
+    let records = with_recovery(records, &journal);
     let mut checks = invariants::check(&setup, &journal, &dbs).await?;
+    checks.extend(invariants::during_faults(injector.single(), &records));
     if let Err(e) = &quiet {
         checks.push(Check {
             name: "the instance quiesced",
@@ -104,7 +106,6 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
             detail: error.clone(),
         });
     }
-    let records = with_recovery(records, &journal);
     let report = report(
         &options,
         &topology,
@@ -305,11 +306,18 @@ async fn quiesce(
     }
 }
 
-/// Each fault's recovery: from its injection to the first probe sent after it that
-/// succeeded.
+/// Each fault's recovery (from its injection to the first probe sent after it that
+/// succeeded), and what clients saw while it lasted.
 fn with_recovery(mut records: Vec<FaultRecord>, journal: &Journal) -> Vec<FaultRecord> {
     let probes = journal.probes();
     for record in &mut records {
+        let broken = record.injected_at..=record.healed_at;
+        record.answers_during = journal.answers_between(record.injected_at, record.healed_at);
+        record.succeeded_during = probes
+            .iter()
+            .filter(|p| broken.contains(&p.sent_at))
+            .filter(|p| p.succeeded_at.is_some_and(|at| at <= record.healed_at))
+            .count();
         record.recovered_after = probes
             .iter()
             .filter(|p| p.sent_at >= record.injected_at)

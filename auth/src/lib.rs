@@ -85,13 +85,14 @@ impl Application {
             config.relay,
             deps.mongo.db().clone(),
         );
-        let registry = deps.registry.clone();
+        let (registry, kafka) = (deps.registry.clone(), config.deps.kafka.clone());
         gate.run(stop, move || {
             let (state, bootstrap) = (state.clone(), bootstrap.clone());
             let (relay_config, db, registry) = (relay_config.clone(), db.clone(), registry.clone());
+            let kafka = kafka.clone();
             Box::pin(async move {
                 let publishes = [contracts::USER_REGISTERED, contracts::USER_STATUS_CHANGED];
-                Relay::prepare(&db, &relay_config, &registry, &publishes)
+                Relay::prepare(&db, &relay_config, &kafka, &registry, &publishes)
                     .await
                     .map_err(|e| AuthError::Internal(e.to_string()))?;
                 prepare_database(&state, &bootstrap).await

@@ -180,6 +180,7 @@ impl Application {
 
         let (consumer_config, relay_config, registry) =
             (config.user_events, config.relay, deps.registry.clone());
+        let kafka = config.deps.kafka.clone();
         gate.run(stop, move || {
             let (store, letters, saga) = (state.store.clone(), dead_letters.clone(), saga.clone());
             let (db, consumer_config, relay_config, registry) = (
@@ -188,6 +189,7 @@ impl Application {
                 relay_config.clone(),
                 registry.clone(),
             );
+            let kafka = kafka.clone();
             Box::pin(async move {
                 let internal = |e: String| EventError::Internal(e);
                 store.ensure_indexes().await?;
@@ -201,6 +203,7 @@ impl Application {
                 Relay::prepare(
                     &db,
                     &relay_config,
+                    &kafka,
                     &registry,
                     &[contracts::GRANT_REWARD_COMMAND],
                 )

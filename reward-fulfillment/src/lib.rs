@@ -110,10 +110,11 @@ impl Application {
         let db = deps.mongo.db().clone();
         let registry = deps.registry.clone();
         let (consumer_config, relay_config) = (config.grant_commands, config.relay);
+        let kafka = config.deps.kafka.clone();
         gate.run(stop, move || {
             let (ledger, letters, db) = (ledger.clone(), dead_letters.clone(), db.clone());
             let (consumer_config, relay_config) = (consumer_config.clone(), relay_config.clone());
-            let registry = registry.clone();
+            let (registry, kafka) = (registry.clone(), kafka.clone());
             Box::pin(async move {
                 let internal =
                     |e: &dyn std::fmt::Display| FulfillmentError::Internal(e.to_string());
@@ -123,6 +124,7 @@ impl Application {
                 Relay::prepare(
                     &db,
                     &relay_config,
+                    &kafka,
                     &registry,
                     &[contracts::GRANT_RESULT_EVENT],
                 )

@@ -174,3 +174,200 @@ fn assert_port_published(service: &Value, port: u16, name: &str) {
         "{name} should publish {port}: {published:?}"
     );
 }
+
+/// The cluster profile's services, merge keys applied, by name.
+fn cluster_services() -> serde_yaml::Mapping {
+    let mut compose = compose();
+    compose.apply_merge().unwrap();
+    let services = compose["services"].as_mapping().unwrap().clone();
+    for (name, service) in &services {
+        let name = str_of(name);
+        let in_profile = service["profiles"]
+            .as_sequence()
+            .is_some_and(|p| p.iter().any(|p| str_of(p) == "cluster"));
+        assert_eq!(
+            name.starts_with("cluster-"),
+            in_profile,
+            "{name}: the cluster's services, and only they, are in the cluster profile"
+        );
+    }
+    services
+        .into_iter()
+        .filter(|(name, _)| str_of(name).starts_with("cluster-"))
+        .collect()
+}
+
+fn env(service: &Value, var: &str) -> String {
+    let value = &service["environment"][var];
+    assert!(!value.is_null(), "missing {var}");
+    str_of(value)
+}
+
+/// `cluster-<name>-<n>` for each instance, or `cluster-<name>` when there is one.
+fn instance_names(name: &str, instances: usize) -> Vec<String> {
+    match instances {
+        1 => vec![format!("cluster-{name}")],
+        n => (1..=n).map(|i| format!("cluster-{name}-{i}")).collect(),
+    }
+}
+
+#[test]
+fn the_cluster_profile_runs_three_mongod_in_one_replica_set() {
+    let services = cluster_services();
+    let hosts: Vec<String> = (1..=3)
+        .map(|i| format!("cluster-mongo-{i}:27017"))
+        .collect();
+    for name in instance_names("mongo", 3) {
+        let mongo = &services[name.as_str()];
+        assert!(str_of(&mongo["image"]).starts_with("mongo:"), "{name}");
+        let command: Vec<String> = mongo["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(str_of)
+            .collect();
+        assert!(
+            command.windows(2).any(|w| w == ["--replSet", "rs0"]),
+            "{name}"
+        );
+    }
+    let init: Vec<String> = services["cluster-mongo-init"]["entrypoint"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(str_of)
+        .collect();
+    let script = init.join(" ");
+    for host in &hosts {
+        assert!(
+            script.contains(host),
+            "the replica set names {host}: {script}"
+        );
+    }
+    for spec in SERVICES.iter().filter(|s| s.needs.contains(&Needs::Mongo)) {
+        for name in instance_names(spec.name, spec.cluster_instances) {
+            let uri = env(&services[name.as_str()], Needs::Mongo.env_var());
+            assert_eq!(
+                uri,
+                format!("mongodb://{}/?replicaSet=rs0", hosts.join(",")),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_cluster_profile_runs_three_kafka_nodes_replicating_every_topic() {
+    let services = cluster_services();
+    let nodes = instance_names("kafka", 3);
+    let voters: Vec<String> = (1..=3)
+        .map(|i| format!("{i}@cluster-kafka-{i}:9093"))
+        .collect();
+    let mut ids = Vec::new();
+    for (i, name) in nodes.iter().enumerate() {
+        let node = &services[name.as_str()];
+        assert!(
+            str_of(&node["image"]).starts_with("apache/kafka:"),
+            "{name}"
+        );
+        assert_eq!(env(node, "KAFKA_NODE_ID"), (i + 1).to_string(), "{name}");
+        assert_eq!(env(node, "KAFKA_PROCESS_ROLES"), "broker,controller");
+        assert_eq!(
+            env(node, "KAFKA_CONTROLLER_QUORUM_VOTERS"),
+            voters.join(",")
+        );
+        assert!(env(node, "KAFKA_ADVERTISED_LISTENERS").contains(&format!("{name}:19092")));
+        for (var, value) in [
+            ("KAFKA_DEFAULT_REPLICATION_FACTOR", "3"),
+            ("KAFKA_MIN_INSYNC_REPLICAS", "2"),
+            ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "3"),
+            ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "3"),
+            ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "2"),
+        ] {
+            assert_eq!(env(node, var), value, "{name}: {var}");
+        }
+        ids.push(env(node, "CLUSTER_ID"));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one cluster id for the three nodes");
+
+    let init = str_of(&services["cluster-kafka-init"]["command"][0]);
+    assert!(init.contains("--replication-factor 3"), "{init}");
+    assert!(init.contains("min.insync.replicas=2"), "{init}");
+    for topic in messaging::topics::all() {
+        assert!(
+            init.contains(&format!("{}:{}", topic.name, topic.partitions)),
+            "{}",
+            topic.name
+        );
+    }
+    let brokers: Vec<String> = nodes.iter().map(|n| format!("{n}:19092")).collect();
+    for spec in SERVICES.iter().filter(|s| s.needs.contains(&Needs::Kafka)) {
+        for name in instance_names(spec.name, spec.cluster_instances) {
+            let service = &services[name.as_str()];
+            assert_eq!(
+                env(service, Needs::Kafka.env_var()),
+                brokers.join(","),
+                "{name}"
+            );
+            if spec.needs.contains(&Needs::Mongo) {
+                // The services create missing topics as replicated as the init job does.
+                assert_eq!(
+                    env(service, "REWARDS_KAFKA__TOPIC_REPLICATION"),
+                    "3",
+                    "{name}"
+                );
+                assert_eq!(
+                    env(service, "REWARDS_KAFKA__TOPIC_MIN_INSYNC_REPLICAS"),
+                    "2",
+                    "{name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_cluster_profile_runs_each_service_as_often_as_the_catalog_says_behind_one_gateway() {
+    let services = cluster_services();
+    for spec in SERVICES {
+        for name in instance_names(spec.name, spec.cluster_instances) {
+            let service = &services[name.as_str()];
+            assert!(!service.is_null(), "{name} is missing");
+            assert_eq!(
+                str_of(&service["build"]["args"]["SERVICE"]),
+                spec.name,
+                "{name}"
+            );
+            assert_eq!(
+                env(service, "REWARDS_HTTP__PORT"),
+                spec.default_port.to_string()
+            );
+            assert_eq!(env(service, "REWARDS_HTTP__HOST"), "0.0.0.0");
+            for need in spec.needs {
+                let value = env(service, need.env_var());
+                match need {
+                    Needs::Registry => assert_eq!(value, "http://cluster-schema-registry:8081"),
+                    Needs::IdentitySecret | Needs::SigningKey => {
+                        assert!(value.starts_with("${"), "{name}: a secret in the file")
+                    }
+                    Needs::Mongo | Needs::Kafka => {}
+                }
+            }
+            if spec.name == catalog::GATEWAY.name {
+                assert_port_published(service, spec.default_port, &name);
+            } else {
+                assert!(service["ports"].is_null(), "{name} publishes ports");
+            }
+        }
+        for (upstream, env_var) in spec.upstreams {
+            let upstream_spec = SERVICES.iter().find(|s| s.name == *upstream).unwrap();
+            let urls: Vec<String> = instance_names(upstream, upstream_spec.cluster_instances)
+                .iter()
+                .map(|n| format!("http://{n}:{}", upstream_spec.default_port))
+                .collect();
+            let gateway = &services[instance_names(spec.name, 1)[0].as_str()];
+            assert_eq!(env(gateway, env_var), urls.join(","), "{env_var}");
+        }
+    }
+}

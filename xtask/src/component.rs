@@ -211,7 +211,14 @@ impl Component {
                 },
             ])
             // TTL indexes (outbox, inbox) are swept every second instead of every minute.
-            .args(["--setParameter", "ttlMonitorSleepSecs=1"]);
+            .args(["--setParameter", "ttlMonitorSleepSecs=1"])
+            // A primary told to stop waits at most 2 s (MongoDB: 15 s) for a secondary to
+            // catch up before it steps down: every write the platform makes is majority
+            // acknowledged already, and when a whole set stops there is no one to wait for.
+            .args([
+                "--setParameter",
+                "shutdownTimeoutMillisForSignaledShutdown=2000",
+            ]);
         Ok(c)
     }
 

@@ -436,31 +436,59 @@ impl Instance {
         }
     }
 
-    /// Stops every component this instance started, services first.
+    /// Stops every component this instance started: services first (the gateway before
+    /// what it calls), then the registry, Kafka and MongoDB. The members of a replicated
+    /// group stop together: one by one, the last Kafka nodes would wait for a controller
+    /// quorum that is gone, and each mongod that is primary for a moment for a secondary to
+    /// catch up.
     pub fn stop(&self) {
-        let running = self
+        let running: Vec<(Component, u32)> = self
             .components()
-            .iter()
-            .any(|c| c.running_pid(self).is_some());
-        if !running {
+            .into_iter()
+            .rev()
+            .filter_map(|c| Some((c, c.running_pid(self)?)))
+            .collect();
+        if running.is_empty() {
             println!("nothing of {} is running", self.dirs.root.display());
         }
-        for component in self.components().iter().rev() {
-            if let Some(pid) = component.running_pid(self) {
-                let started = Instant::now();
-                let clean = process::stop(pid, component.stop_grace());
-                println!(
-                    "stopped {:<20} pid {pid:<7} in {:.1?}{}",
-                    component.name(),
-                    started.elapsed(),
-                    if clean {
-                        ""
-                    } else {
-                        " (killed after the grace period)"
-                    }
-                );
-            }
+        let group = |c: &Component| match c {
+            Component::Kafka(_) => 1,
+            Component::Mongo(_) => 2,
+            _ => 0,
+        };
+        for one in running.iter().filter(|(c, _)| group(c) == 0) {
+            Self::stop_all(std::slice::from_ref(one));
         }
+        for wave in [1, 2] {
+            let members: Vec<(Component, u32)> = running
+                .iter()
+                .filter(|(c, _)| group(c) == wave)
+                .copied()
+                .collect();
+            Self::stop_all(&members);
+        }
+    }
+
+    /// SIGTERM to each at once, then waits for each (SIGKILL after its grace period).
+    fn stop_all(components: &[(Component, u32)]) {
+        std::thread::scope(|scope| {
+            for &(component, pid) in components {
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let clean = process::stop(pid, component.stop_grace());
+                    println!(
+                        "stopped {:<20} pid {pid:<7} in {:.1?}{}",
+                        component.name(),
+                        started.elapsed(),
+                        if clean {
+                            ""
+                        } else {
+                            " (killed after the grace period)"
+                        }
+                    );
+                });
+            }
+        });
     }
 
     /// One line per component: pid, port, health, memory, and its role in its cluster (the

@@ -35,6 +35,7 @@ use mongo_kit::mongodb::{ClientSession, Collection, Database, IndexModel};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
+use service_config::KafkaConfig;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -209,23 +210,29 @@ impl Relay {
         }
     }
 
-    /// The outbox's indexes: unpublished entries in order, and the TTL of published ones.
     /// A producing service's start-up work before it writes to its outbox: the outbox's
-    /// indexes, and the schemas of what it publishes registered. An incompatible schema
-    /// stops the service here, before it writes anything it could not publish.
+    /// indexes, the platform's topics created where missing (replicated as `kafka` says, so
+    /// a fresh cluster needs no separate step), and the schemas of what it publishes
+    /// registered. An incompatible schema stops the service here, before it writes anything
+    /// it could not publish.
     pub async fn prepare(
         db: &Database,
         config: &RelayConfig,
+        kafka: &KafkaConfig,
         registry: &SchemaRegistry,
         publishes: &[contracts::ContractSchema],
     ) -> Result<(), RelayError> {
         Self::ensure_indexes(db, config).await?;
+        crate::kafka::ensure_topics(kafka, &crate::topics::all())
+            .await
+            .map_err(|e| RelayError::Kafka(e.to_string()))?;
         for schema in publishes {
             registry.register(schema.topic, schema).await?;
         }
         Ok(())
     }
 
+    /// The outbox's indexes: unpublished entries in order, and the TTL of published ones.
     pub async fn ensure_indexes(db: &Database, config: &RelayConfig) -> Result<(), RelayError> {
         let entries: Collection<OutboxEntry> = db.collection(OUTBOX);
         let pending = IndexOptions::builder()

@@ -4,9 +4,10 @@
 //!   same consumer groups) and are killed with SIGKILL mid-run, then started again: the
 //!   survivors take over their partitions and the outbox lease, and every claim still ends
 //!   in exactly one grant.
-//! - The instance's fulfillment is frozen with SIGSTOP (and thawed with SIGCONT, also if a
-//!   test fails), which holds claims PENDING for as long as a test needs: long enough for
-//!   re-commands and the give-up compensation, or for a ban to arrive mid-claim.
+//! - The instance's fulfillment (every instance of it, in a cluster) is frozen with SIGSTOP
+//!   (and thawed with SIGCONT, also if a test fails), which holds claims PENDING for as
+//!   long as a test needs: long enough for re-commands and the give-up compensation, or for
+//!   a ban to arrive mid-claim.
 //!
 //! The tests in this file share those processes, so they run one at a time.
 
@@ -14,24 +15,22 @@ use e2e_tests::saga::*;
 use e2e_tests::{Api, ServiceProcess};
 use serde_json::{Value, json};
 use std::time::Duration;
+use supervise::manifest::{Kind, Manifest};
 use test_support::{poll_until, unique};
 use tokio::sync::Mutex;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
-/// The pid the dev tool recorded for one of the instance's components.
-fn instance_pid(component: &str) -> u32 {
+/// The pids of every instance of `service` the dev tool started (two in a cluster).
+fn instance_pids(service: &str) -> Vec<u32> {
     let config = std::path::PathBuf::from(test_support::required(test_support::CONFIG_DIR));
-    let file = config
-        .parent()
-        .unwrap()
-        .join("pids")
-        .join(format!("{component}.pid"));
-    std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-        .trim()
-        .parse()
-        .unwrap()
+    let manifest = Manifest::load(config.parent().unwrap()).unwrap();
+    let pids: Vec<u32> = manifest
+        .of_kind(&Kind::Service(service.to_owned()))
+        .map(|m| m.pid().unwrap_or_else(|| panic!("{} is not running", m.name)))
+        .collect();
+    assert!(!pids.is_empty(), "no {service} in the manifest");
+    pids
 }
 
 fn signal(pid: u32, signal: &str) {
@@ -42,20 +41,25 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// A stopped (SIGSTOP) process of the instance, continued when this is dropped.
-struct Frozen(u32);
+/// Every instance of a service of the instance, stopped (SIGSTOP), and continued when this
+/// is dropped.
+struct Frozen(Vec<u32>);
 
 impl Frozen {
-    fn component(name: &str) -> Self {
-        let pid = instance_pid(name);
-        signal(pid, "STOP");
-        Self(pid)
+    fn service(name: &str) -> Self {
+        let pids = instance_pids(name);
+        for &pid in &pids {
+            signal(pid, "STOP");
+        }
+        Self(pids)
     }
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        signal(self.0, "CONT");
+        for &pid in &self.0 {
+            signal(pid, "CONT");
+        }
     }
 }
 
@@ -183,7 +187,7 @@ async fn a_claim_without_a_result_is_recommanded_then_compensated_and_its_expire
     .ready()
     .await;
 
-    let frozen = Frozen::component("reward-fulfillment");
+    let frozen = Frozen::service("reward-fulfillment");
     let accepted = Direct::at(impatient.url(""))
         .claim(&player, &event, &reward, &unique("key"))
         .await;
@@ -277,7 +281,7 @@ async fn a_ban_while_a_claim_is_pending_stops_new_claims_and_the_pending_one_set
     play_to_level(&api, &player, &event, 1).await;
     let direct = Direct::to_event_service();
 
-    let frozen = Frozen::component("reward-fulfillment");
+    let frozen = Frozen::service("reward-fulfillment");
     let pending = claim_once(&api, &player.access, &event, &reward).await;
     assert_eq!(pending.status, 202, "{pending:?}");
     let id = pending.body["id"].as_str().unwrap().to_owned();

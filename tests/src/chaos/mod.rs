@@ -360,7 +360,8 @@ fn report(
         .into_iter()
         .map(|(kind, mut times)| {
             times.sort_by(f64::total_cmp);
-            let p50 = times.get(times.len() / 2).copied();
+            // Nearest rank: the smallest time at least half of them are within.
+            let p50 = times.get(times.len().div_ceil(2).saturating_sub(1)).copied();
             let max = times.last().copied();
             (
                 kind,

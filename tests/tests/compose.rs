@@ -15,6 +15,14 @@ fn compose() -> Value {
     serde_yaml::from_str(&workspace_file("docker-compose.yml")).unwrap()
 }
 
+/// A sequence of scalars as strings; empty when `value` is not a sequence.
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_sequence()
+        .map(|items| items.iter().map(str_of).collect())
+        .unwrap_or_default()
+}
+
 fn str_of(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -33,12 +41,7 @@ fn infrastructure_runs_on_stock_images() {
     assert!(image("kafka").starts_with("apache/kafka:"));
     assert!(image("schema-registry").starts_with("confluentinc/cp-schema-registry:"));
 
-    let mongo_command: Vec<String> = services["mongo"]["command"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(str_of)
-        .collect();
+    let mongo_command = strings(&services["mongo"]["command"]);
     assert!(
         mongo_command.contains(&"--replSet".to_owned()),
         "transactions need a replica set"
@@ -108,12 +111,7 @@ fn every_service_is_built_from_the_one_dockerfile_with_its_port_and_env() {
         } else {
             // Only the gateway is public; the others are reachable on the compose network.
             assert!(service["ports"].is_null(), "{} publishes ports", spec.name);
-            let exposed: Vec<String> = service["expose"]
-                .as_sequence()
-                .unwrap_or_else(|| panic!("{} exposes no port", spec.name))
-                .iter()
-                .map(str_of)
-                .collect();
+            let exposed = strings(&service["expose"]);
             assert_eq!(exposed, [spec.default_port.to_string()], "{}", spec.name);
         }
 
@@ -163,12 +161,7 @@ fn every_service_is_built_from_the_one_dockerfile_with_its_port_and_env() {
 }
 
 fn assert_port_published(service: &Value, port: u16, name: &str) {
-    let published: Vec<String> = service["ports"]
-        .as_sequence()
-        .unwrap_or_else(|| panic!("{name} publishes no ports"))
-        .iter()
-        .map(str_of)
-        .collect();
+    let published = strings(&service["ports"]);
     assert!(
         published.contains(&format!("{port}:{port}")),
         "{name} should publish {port}: {published:?}"
@@ -182,9 +175,7 @@ fn cluster_services() -> serde_yaml::Mapping {
     let services = compose["services"].as_mapping().unwrap().clone();
     for (name, service) in &services {
         let name = str_of(name);
-        let in_profile = service["profiles"]
-            .as_sequence()
-            .is_some_and(|p| p.iter().any(|p| str_of(p) == "cluster"));
+        let in_profile = strings(&service["profiles"]).contains(&"cluster".to_owned());
         assert_eq!(
             name.starts_with("cluster-"),
             in_profile,
@@ -220,24 +211,13 @@ fn the_cluster_profile_runs_three_mongod_in_one_replica_set() {
     for name in instance_names("mongo", 3) {
         let mongo = &services[name.as_str()];
         assert!(str_of(&mongo["image"]).starts_with("mongo:"), "{name}");
-        let command: Vec<String> = mongo["command"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(str_of)
-            .collect();
+        let command = strings(&mongo["command"]);
         assert!(
             command.windows(2).any(|w| w == ["--replSet", "rs0"]),
             "{name}"
         );
     }
-    let init: Vec<String> = services["cluster-mongo-init"]["entrypoint"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(str_of)
-        .collect();
-    let script = init.join(" ");
+    let script = strings(&services["cluster-mongo-init"]["entrypoint"]).join(" ");
     for host in &hosts {
         assert!(
             script.contains(host),

@@ -27,7 +27,10 @@ fn instance_pids(service: &str) -> Vec<u32> {
     let manifest = Manifest::load(config.parent().unwrap()).unwrap();
     let pids: Vec<u32> = manifest
         .of_kind(&Kind::Service(service.to_owned()))
-        .map(|m| m.pid().unwrap_or_else(|| panic!("{} is not running", m.name)))
+        .map(|m| {
+            m.pid()
+                .unwrap_or_else(|| panic!("{} is not running", m.name))
+        })
         .collect();
     assert!(!pids.is_empty(), "no {service} in the manifest");
     pids

@@ -113,6 +113,12 @@ fn text(doc: &Document, field: &str) -> String {
     doc.get_str(field).unwrap_or_default().to_owned()
 }
 
+/// The distinct values of a text field.
+fn distinct(docs: &[Document], name: &str) -> Vec<String> {
+    let values: HashSet<String> = docs.iter().map(|d| text(d, name)).collect();
+    values.into_iter().collect()
+}
+
 fn number(value: &Bson) -> i64 {
     match value {
         Bson::Int32(n) => i64::from(*n),
@@ -311,19 +317,8 @@ async fn per_user_limits_hold(
         let id = format!("{}:{}", text(claim, "userId"), text(claim, "rewardId"));
         *held.entry(id).or_default() += 1;
     }
-    let reward_ids: Vec<String> = claims
-        .iter()
-        .map(|c| text(c, "rewardId"))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let user_ids: Vec<String> = claims
-        .iter()
-        .map(|c| text(c, "userId"))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let ids: Vec<String> = user_ids
+    let reward_ids = distinct(claims, "rewardId");
+    let ids: Vec<String> = distinct(claims, "userId")
         .iter()
         .flat_map(|u| reward_ids.iter().map(move |r| format!("{u}:{r}")))
         .collect();

@@ -361,7 +361,9 @@ fn report(
         .map(|(kind, mut times)| {
             times.sort_by(f64::total_cmp);
             // Nearest rank: the smallest time at least half of them are within.
-            let p50 = times.get(times.len().div_ceil(2).saturating_sub(1)).copied();
+            let p50 = times
+                .get(times.len().div_ceil(2).saturating_sub(1))
+                .copied();
             let max = times.last().copied();
             (
                 kind,

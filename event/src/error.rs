@@ -154,3 +154,19 @@ impl IntoResponse for EventError {
         problem.into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_not_decided_in_time_is_a_503_to_retry_with_the_same_key() {
+        let response = EventError::Undecided(std::time::Duration::from_secs(5)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "2");
+        assert_eq!(
+            response.headers()[axum::http::header::CONTENT_TYPE],
+            service_kit::problem::CONTENT_TYPE
+        );
+    }
+}

@@ -40,7 +40,8 @@ pub struct Upstreams {
     pub auth: UrlList,
     pub event: UrlList,
     pub reward_fulfillment: UrlList,
-    /// Time allowed for an upstream's response headers (504 beyond).
+    /// Time allowed for an upstream's response headers, all instances tried included (504
+    /// beyond); a client's request body must arrive within it too (408 beyond).
     pub timeout_ms: u64,
     /// How often each instance's `/readyz` is asked whether it should get requests.
     pub health_check_interval_ms: u64,

@@ -48,6 +48,8 @@ pub(crate) struct Gateway {
     identity_key: IdentityKey,
     limiter: Arc<ClientLimiter>,
     max_body_bytes: usize,
+    /// How long a client may take to send its request body (408 beyond).
+    body_timeout: Duration,
 }
 
 /// Builds the gateway; the result runs with `port()` and `run_until_stopped()`.
@@ -76,6 +78,7 @@ impl Application {
             identity_key,
             limiter: ClientLimiter::new(&config.rate_limit),
             max_body_bytes: config.http.max_body_bytes,
+            body_timeout: timeout,
         });
 
         let readiness = readiness(&gateway);

@@ -63,23 +63,30 @@ pub async fn handle(
     }
 
     prepare_upstream_headers(&gateway, &mut request, peer, identity.as_ref());
-    let upstream = gateway.upstream(route.upstream);
-    forward(upstream, request, gateway.max_body_bytes).await
+    forward(&gateway, route, request).await
 }
 
-async fn forward(upstream: &Upstream, request: Request, max_body_bytes: usize) -> Response {
+async fn forward(gateway: &Gateway, route: &Route, request: Request) -> Response {
+    let upstream = gateway.upstream(route.upstream);
     // Read whole (so that it can be sent again to another instance), but never past the
-    // limit, even when no Content-Length was sent.
+    // limit, even when no Content-Length was sent, nor for longer than a request may take.
     let (parts, body) = request.into_parts();
-    let body = match http_body_util::Limited::new(body, max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let read = http_body_util::Limited::new(body, gateway.max_body_bytes).collect();
+    let body = match tokio::time::timeout(gateway.body_timeout, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return service_kit::json::payload_too_large().into_response();
         }
-        Err(e) => {
+        Err(_) => {
+            return Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "The request body did not arrive in time",
+            )
+            .with_detail(format!("within {:?}", gateway.body_timeout))
+            .into_response();
+        }
+        Ok(Err(e)) => {
             return Problem::new(
                 StatusCode::BAD_REQUEST,
                 "body_unreadable",
@@ -89,7 +96,7 @@ async fn forward(upstream: &Upstream, request: Request, max_body_bytes: usize) -
             .into_response();
         }
     };
-    let retry = Retry::of(&parts.method, &parts.headers);
+    let retry = Retry::of(&parts.method, &parts.headers, route.keyed);
     match upstream.send(&parts, body, retry).await {
         Ok(mut response) => {
             remove_hop_by_hop(response.headers_mut());

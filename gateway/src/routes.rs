@@ -30,6 +30,9 @@ pub struct Route {
     pub access: Access,
     /// Limited per client: routes that invite guessing or spam.
     pub rate_limited: bool,
+    /// The service answers a repeated `Idempotency-Key` with the first request's result, so
+    /// the gateway may send a keyed request to another instance after a broken exchange.
+    pub keyed: bool,
 }
 
 const ADMIN: Access = Access::Roles(&[Role::Admin]);
@@ -44,7 +47,15 @@ const fn route(method: Method, path: &'static str, upstream: Upstream, access: A
         upstream,
         access,
         rate_limited: false,
+        keyed: false,
     }
+}
+
+/// A route whose service makes a repeat of a request with the same `Idempotency-Key` a
+/// no-op that answers the first result.
+const fn keyed(mut route: Route) -> Route {
+    route.keyed = true;
+    route
 }
 
 /// A public route limited per client.
@@ -55,6 +66,7 @@ const fn limited(method: Method, path: &'static str, upstream: Upstream) -> Rout
         upstream,
         access: Access::Public,
         rate_limited: true,
+        keyed: false,
     }
 }
 
@@ -85,12 +97,12 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/events/{id}/rewards", Event, SignedIn),
     route(Method::PATCH, "/rewards/{id}", Event, OPERATOR),
     route(Method::GET, "/events/{id}/progress/me", Event, SignedIn),
-    route(
+    keyed(route(
         Method::POST,
         "/events/{id}/rewards/{rewardId}/claims",
         Event,
         Roles(&[Role::User]),
-    ),
+    )),
     route(Method::GET, "/claims", Event, STAFF_READERS),
     route(Method::GET, "/claims/me", Event, SignedIn),
     // Owner or staff; the event service checks which.
@@ -189,6 +201,23 @@ mod tests {
                 route.path
             );
         }
+    }
+
+    /// A route the gateway may send twice on a key honours the key: its operation documents
+    /// the `Idempotency-Key` header, and every operation that does is marked.
+    #[test]
+    fn keyed_routes_are_exactly_those_documented_with_an_idempotency_key() {
+        let doc = serde_json::to_value(http_api::openapi()).unwrap();
+        for route in ROUTES {
+            let operation = &doc["paths"][route.path][route.method.as_str().to_lowercase()];
+            let documented = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header");
+            assert_eq!(route.keyed, documented, "{} {}", route.method, route.path);
+        }
+        assert!(ROUTES.iter().any(|r| r.keyed), "claims are keyed");
     }
 
     #[test]

@@ -58,20 +58,22 @@ pub enum UpstreamError {
 /// when the first instance may have acted on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
-    /// Safe to repeat: GET, HEAD, OPTIONS, PUT, DELETE (RFC 9110 §9.2.2), and any request
-    /// with an `Idempotency-Key` (the service answers a repeat with the first result).
+    /// Safe to repeat: GET, HEAD, OPTIONS, PUT, DELETE (RFC 9110 §9.2.2), and a request with
+    /// an `Idempotency-Key` on a route whose service honours the key (the route table says
+    /// which; a key sent elsewhere makes nothing idempotent).
     Idempotent,
     /// Only when no connection was made.
     IfNotSent,
 }
 
 impl Retry {
-    pub fn of(method: &Method, headers: &axum::http::HeaderMap) -> Self {
+    /// `keyed`: the route honours `Idempotency-Key`.
+    pub fn of(method: &Method, headers: &axum::http::HeaderMap, keyed: bool) -> Self {
         let safe = matches!(
             *method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
         );
-        if safe || headers.contains_key("idempotency-key") {
+        if safe || (keyed && headers.contains_key("idempotency-key")) {
             Retry::Idempotent
         } else {
             Retry::IfNotSent
@@ -166,7 +168,8 @@ impl Upstream {
     }
 
     /// Sends the request to an instance (its path and query kept), trying the next one when
-    /// the first fails in a way `retry` allows. The response body streams.
+    /// the first fails in a way `retry` allows, all within one timeout. The response body
+    /// streams.
     pub async fn send(
         &self,
         parts: &request::Parts,
@@ -175,6 +178,7 @@ impl Upstream {
     ) -> Result<Response<Body>, UpstreamError> {
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let candidates = self.candidates();
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
         let mut last = None;
         for (attempt, instance) in candidates.iter().enumerate() {
             if attempt > 0 {
@@ -184,7 +188,7 @@ impl Upstream {
             *request.method_mut() = parts.method.clone();
             *request.headers_mut() = parts.headers.clone();
             *request.uri_mut() = instance.uri(path_and_query)?;
-            let sent = tokio::time::timeout(self.inner.timeout, self.inner.client.request(request))
+            let sent = tokio::time::timeout_at(deadline, self.inner.client.request(request))
                 .await
                 .map_err(|_| UpstreamError::Timeout(self.inner.timeout))?;
             match sent {
@@ -409,11 +413,14 @@ mod tests {
         let none = axum::http::HeaderMap::new();
         let mut keyed = axum::http::HeaderMap::new();
         keyed.insert("idempotency-key", HeaderValue::from_static("k"));
-        assert_eq!(Retry::of(&Method::GET, &none), Retry::Idempotent);
-        assert_eq!(Retry::of(&Method::PUT, &none), Retry::Idempotent);
-        assert_eq!(Retry::of(&Method::POST, &none), Retry::IfNotSent);
-        assert_eq!(Retry::of(&Method::PATCH, &none), Retry::IfNotSent);
-        assert_eq!(Retry::of(&Method::POST, &keyed), Retry::Idempotent);
+        assert_eq!(Retry::of(&Method::GET, &none, false), Retry::Idempotent);
+        assert_eq!(Retry::of(&Method::PUT, &none, false), Retry::Idempotent);
+        assert_eq!(Retry::of(&Method::POST, &none, false), Retry::IfNotSent);
+        assert_eq!(Retry::of(&Method::PATCH, &none, false), Retry::IfNotSent);
+        assert_eq!(Retry::of(&Method::POST, &keyed, true), Retry::Idempotent);
+        // A key on a route that does not honour it changes nothing.
+        assert_eq!(Retry::of(&Method::POST, &keyed, false), Retry::IfNotSent);
+        assert_eq!(Retry::of(&Method::POST, &none, true), Retry::IfNotSent);
     }
 
     #[test]

@@ -768,3 +768,34 @@ fn uuid_hex() -> String {
     let hex = name.rsplit('_').next().unwrap();
     format!("{hex:0>32}")
 }
+
+/// The gateway reads a body whole before it forwards it (so that it can send it to another
+/// instance); a client that never finishes sending one is answered 408 within the upstream
+/// timeout instead of holding the connection.
+#[tokio::test]
+async fn a_request_body_that_does_not_arrive_in_time_is_answered_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway = ServiceProcess::start(
+        "gateway",
+        &[("REWARDS_UPSTREAMS__TIMEOUT_MS", "500".into())],
+    )
+    .ready()
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(&gateway.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /auth/refresh HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"refreshToken\":",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("an answer before the client gives up")
+        .unwrap();
+    let head = String::from_utf8_lossy(&answer[..read]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    assert!(head.contains("body_timeout"), "{head}");
+}

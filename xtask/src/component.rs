@@ -101,7 +101,7 @@ impl Component {
 
     /// A string in the process's command line or environment that only this instance's copy
     /// has.
-    fn marker(&self, instance: &Instance) -> String {
+    pub fn marker(&self, instance: &Instance) -> String {
         match self {
             // Services find their config through REWARDS_CONFIG_FILE, in their environment;
             // a Kafka node's data directory is inside the properties file its command names.

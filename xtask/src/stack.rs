@@ -430,6 +430,7 @@ impl Instance {
                     port: c.port(self),
                     node_id: c.kafka_node_id(),
                     pid_file: self.dirs.pid_file(&c.name()),
+                    marker: c.marker(self),
                     log: self.dirs.log(&c.name()),
                 })
                 .collect(),

@@ -28,6 +28,10 @@ pub struct Member {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<i32>,
     pub pid_file: PathBuf,
+    /// A string in the process's command line or environment that only this instance's
+    /// copy has: a pid in the pid file counts only if its process holds it (pids are
+    /// reused).
+    pub marker: String,
     pub log: PathBuf,
 }
 
@@ -69,8 +73,8 @@ impl Manifest {
 }
 
 impl Member {
-    /// The pid in its pid file, if that process is alive.
+    /// The pid in its pid file, if that process is alive and is this member.
     pub fn pid(&self) -> Option<u32> {
-        crate::process::read_pid(&self.pid_file).filter(|pid| crate::process::is_alive(*pid))
+        crate::process::running(&self.pid_file, &self.marker)
     }
 }

@@ -44,7 +44,8 @@ pub fn spawn(command: &mut Command, log: &Path, pid_file: &Path) -> anyhow::Resu
         .stderr(open_log()?)
         .process_group(0)
         .spawn()
-        .with_context(|| format!("starting {command:?}"))?;
+        // The program only: a command's Debug output lists its environment, secrets too.
+        .with_context(|| format!("starting {}", command.get_program().to_string_lossy()))?;
     let pid = child.id();
     std::fs::write(pid_file, pid.to_string())?;
     Ok(pid)
@@ -135,10 +136,14 @@ impl Launch {
             std::fs::read(format!("/proc/{pid}/{file}"))
                 .with_context(|| format!("reading /proc/{pid}/{file}"))
         };
+        // Each entry ends with a NUL; an empty argument is an entry too, and is kept.
         let split = |bytes: &[u8]| -> Vec<std::ffi::OsString> {
+            let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+            if bytes.is_empty() {
+                return Vec::new();
+            }
             bytes
                 .split(|b| *b == 0)
-                .filter(|part| !part.is_empty())
                 .map(|part| std::ffi::OsStr::from_bytes(part).to_owned())
                 .collect()
         };
@@ -193,13 +198,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("supervise-launch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (log, pid_file) = (dir.join("p.log"), dir.join("p.pid"));
-        let script = "echo \"$0 $1 $MARK $(pwd)\"; sleep 30";
+        let script = "echo \"$0 $1 [$2] $MARK $(pwd)\"; sleep 30";
         let mut command = Command::new("sh");
         command
-            .args(["-c", script, "first", "second arg"])
+            .args(["-c", script, "first", "second arg", ""])
             .env("MARK", "kept")
             .current_dir(&dir);
-        let wanted = format!("first second arg kept {}", dir.display());
+        let wanted = format!("first second arg [] kept {}", dir.display());
         let logged = |times: usize| {
             let deadline = Instant::now() + Duration::from_secs(10);
             let count = || {

@@ -1,12 +1,13 @@
 //! What must hold after a chaos run, read from the services' databases and from what the
-//! harness recorded. Everything is scoped to the run's event and players, so an instance
-//! that served other work before still gives a clean table.
+//! harness recorded. Everything is scoped to the run (its event, its players, what was
+//! written since it began), so an instance that served other work before still gives a
+//! clean table.
 
 use super::journal::{ClaimEnd, Journal};
 use super::setup::Setup;
 use futures::TryStreamExt;
 use mongo_kit::mongodb::Database;
-use mongo_kit::mongodb::bson::{Bson, Document, doc};
+use mongo_kit::mongodb::bson::{Bson, DateTime, Document, doc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -73,13 +74,13 @@ impl Databases {
             .await?)
     }
 
-    /// Outbox entries not yet published, per database.
-    pub async fn unpublished(&self) -> anyhow::Result<Vec<(String, u64)>> {
+    /// Outbox entries written since `since` and not yet published, per database.
+    pub async fn unpublished(&self, since: DateTime) -> anyhow::Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         for db in self.all() {
             let count = db
                 .collection::<Document>("outbox")
-                .count_documents(doc! { "published": false })
+                .count_documents(doc! { "published": false, "createdAt": { "$gte": since } })
                 .await?;
             out.push((db.name().to_owned(), count));
         }
@@ -144,6 +145,7 @@ pub async fn check(
     let mut checks = vec![
         accepted_claims_kept(&claims, &made),
         keys_stand_for_one_claim(&claims, &made),
+        refusals_expected(&made, &journal.banned()),
         one_grant_per_success(&claims, &grants),
     ];
     checks.push(stock_matches_claims(setup, dbs, &claims).await?);
@@ -151,7 +153,7 @@ pub async fn check(
     checks.push(wallets_match_grants(setup, dbs, &claims).await?);
     checks.push(activity_counted_once(setup, journal, dbs).await?);
     checks.push(dead_letters_only_poison(journal, dbs).await?);
-    checks.push(outboxes_drained(dbs).await?);
+    checks.push(outboxes_drained(journal, dbs).await?);
     checks.push(answers_kept_promises(journal));
     Ok(checks)
 }
@@ -205,6 +207,7 @@ fn keys_stand_for_one_claim(claims: &[Document], made: &[super::journal::ClaimMa
         .iter()
         .map(|c| (c.user.as_str(), c.key.as_str()))
         .collect();
+    let mut stored: HashMap<(&str, &str), usize> = HashMap::new();
     for claim in claims {
         let key = (
             claim.get_str("userId").unwrap_or(""),
@@ -216,10 +219,42 @@ fn keys_stand_for_one_claim(claims: &[Document], made: &[super::journal::ClaimMa
                 text(claim, "_id")
             ));
         }
+        *stored.entry(key).or_default() += 1;
+    }
+    for ((user, key), count) in stored.into_iter().filter(|(_, n)| *n > 1) {
+        violations.push(format!("{count} claims stored for {user}'s key {key}"));
     }
     Check::of(
         "one claim per idempotency key, no claim nobody made",
         format!("{} keys answered with a claim", by_key.len()),
+        violations,
+    )
+}
+
+/// Every refusal is one the run provokes: stock run out, a limit reached, and for banned
+/// players their ban. The harness sends the same body with each key, so anything else (a
+/// reused key, a validation error, a player refused for no reason) is a bug.
+fn refusals_expected(made: &[super::journal::ClaimMade], banned: &HashSet<String>) -> Check {
+    let mut refused = 0;
+    let mut violations = Vec::new();
+    for claim in made {
+        let ClaimEnd::Refused { code } = &claim.end else {
+            continue;
+        };
+        refused += 1;
+        let expected = matches!(code.as_str(), "out_of_stock" | "claim_limit_reached")
+            || (banned.contains(&claim.user)
+                && matches!(code.as_str(), "user_not_allowed" | "token_revoked"));
+        if !expected {
+            violations.push(format!(
+                "{} refused with {code:?} (key {})",
+                claim.user, claim.key
+            ));
+        }
+    }
+    Check::of(
+        "every refusal is expected: out of stock, limit reached, or banned",
+        format!("{refused} refusals"),
         violations,
     )
 }
@@ -350,7 +385,8 @@ async fn per_user_limits_hold(
     ))
 }
 
-/// Each player's wallet holds the points of their SUCCEEDED point claims, once each.
+/// Each player's wallet holds the points of their SUCCEEDED point claims, once each (and
+/// nothing for a player none of whose claims succeeded).
 async fn wallets_match_grants(
     setup: &Setup,
     dbs: &Databases,
@@ -361,7 +397,12 @@ async fn wallets_match_grants(
         Some("probe") => 1,
         _ => 0,
     };
-    let mut expected: HashMap<String, i64> = HashMap::new();
+    let mut expected: HashMap<String, i64> = setup
+        .players
+        .iter()
+        .chain(&setup.probers)
+        .map(|p| (p.id.clone(), 0))
+        .collect();
     for claim in claims.iter().filter(|c| text(c, "status") == "SUCCEEDED") {
         *expected.entry(text(claim, "userId")).or_default() += amount(&text(claim, "rewardId"));
     }
@@ -414,13 +455,14 @@ async fn activity_counted_once(
     ))
 }
 
-/// The only dead letters are the deliberate poison records, one each.
+/// The only dead letters since the run began are the deliberate poison records, one each.
 async fn dead_letters_only_poison(journal: &Journal, dbs: &Databases) -> anyhow::Result<Check> {
     let poison: HashSet<String> = journal.poison_keys().into_iter().collect();
     let mut found: HashMap<String, usize> = HashMap::new();
     let mut violations = Vec::new();
+    let since = doc! { "firstFailureAt": { "$gte": journal.started_at } };
     for db in dbs.all() {
-        for letter in all(db, "dead_letters", doc! {}).await? {
+        for letter in all(db, "dead_letters", since.clone()).await? {
             let key = text(&letter, "key");
             if poison.contains(&key) {
                 *found.entry(key).or_default() += 1;
@@ -452,9 +494,9 @@ async fn dead_letters_only_poison(journal: &Journal, dbs: &Databases) -> anyhow:
     ))
 }
 
-async fn outboxes_drained(dbs: &Databases) -> anyhow::Result<Check> {
+async fn outboxes_drained(journal: &Journal, dbs: &Databases) -> anyhow::Result<Check> {
     let violations = dbs
-        .unpublished()
+        .unpublished(journal.started_at)
         .await?
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -470,11 +512,16 @@ async fn outboxes_drained(dbs: &Databases) -> anyhow::Result<Check> {
 /// No 500 or 504 (nor 502 in a cluster), and every 503 a problem with Retry-After.
 fn answers_kept_promises(journal: &Journal) -> Check {
     let answers: u64 = journal.answers().values().sum();
-    Check::of(
-        "no 500 or 504 (no 502 in a cluster); every 503 has Retry-After",
-        format!("{answers} answers"),
-        journal.bad_answers(),
-    )
+    let (count, first) = journal.bad_answers();
+    Check {
+        name: "no 500 or 504 (no 502 in a cluster); every 503 has Retry-After",
+        ok: count == 0,
+        detail: if count == 0 {
+            format!("{answers} answers")
+        } else {
+            format!("{count} violation(s), the first: {first:?}")
+        },
+    }
 }
 
 /// What clients and operators saw while each fault lasted (issue: "what clients see during a
@@ -508,6 +555,9 @@ pub fn during_faults(single: bool, faults: &[super::faults::FaultRecord]) -> Vec
             readiness.push(format!(
                 "{what}: a service was still not ready 30 s after it settled"
             ));
+        }
+        if fault.recovered_after.is_none() {
+            working.push(format!("{what}: no claim succeeded after it, within 2 min"));
         }
         let accepted = fault.answers_during.get(&202).copied().unwrap_or(0);
         if single && fault.kind == FaultKind::BrokerKill && accepted == 0 {
@@ -546,7 +596,7 @@ pub fn during_faults(single: bool, faults: &[super::faults::FaultRecord]) -> Vec
             readiness,
         ),
         Check::of(
-            "claims accepted while Kafka is down, and served while the registry is down",
+            "claims recover after each fault, go on while Kafka or the registry is down",
             working_checked,
             working,
         ),

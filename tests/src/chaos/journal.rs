@@ -50,12 +50,15 @@ struct State {
     /// When each claim answer came, and its status (0: no answer).
     timeline: Vec<(f64, u16)>,
     /// Answers that broke a promise of the API: a 500 or a 504 (or a 502 in a cluster), or a
-    /// 503 without Retry-After or not as problem+json.
+    /// 503 without Retry-After or not as problem+json. The first few, and how many in all.
     bad_answers: Vec<String>,
+    bad_count: u64,
 }
 
 pub struct Journal {
     started: Instant,
+    /// When the run began, as the databases store time: what the run made is newer.
+    pub started_at: mongo_kit::mongodb::bson::DateTime,
     /// A 502 breaks a promise too where every service runs twice: the gateway must send
     /// the request to the other instance.
     replicated: bool,
@@ -66,6 +69,7 @@ impl Journal {
     pub fn new(replicated: bool) -> Self {
         Self {
             started: Instant::now(),
+            started_at: mongo_kit::mongodb::bson::DateTime::now(),
             replicated,
             state: Mutex::new(State::default()),
         }
@@ -147,10 +151,11 @@ impl Journal {
         self.with(|s| {
             s.timeline.push((at, status));
             *s.answers.entry(label.clone()).or_default() += 1;
-            if let Some(what) = broken
-                && s.bad_answers.len() < 20
-            {
-                s.bad_answers.push(format!("{what} at {at:.1}s: {label}"));
+            if let Some(what) = broken {
+                s.bad_count += 1;
+                if s.bad_answers.len() < 20 {
+                    s.bad_answers.push(format!("{what} at {at:.1}s: {label}"));
+                }
             }
         });
     }
@@ -196,16 +201,17 @@ impl Journal {
         self.with(|s| s.probes.clone())
     }
 
-    pub fn banned(&self) -> usize {
-        self.with(|s| s.banned.len())
+    pub fn banned(&self) -> HashSet<String> {
+        self.with(|s| s.banned.clone())
     }
 
     pub fn answers(&self) -> BTreeMap<String, u64> {
         self.with(|s| s.answers.clone())
     }
 
-    pub fn bad_answers(&self) -> Vec<String> {
-        self.with(|s| s.bad_answers.clone())
+    /// How many answers broke a promise, and the first few of them.
+    pub fn bad_answers(&self) -> (u64, Vec<String>) {
+        self.with(|s| (s.bad_count, s.bad_answers.clone()))
     }
 }
 
@@ -218,11 +224,20 @@ mod tests {
         let journal = Journal::new(false);
         journal.answer(503, "database_unavailable", true, true);
         journal.answer(202, "", false, false);
-        assert!(journal.bad_answers().is_empty());
+        assert_eq!(journal.bad_answers().0, 0);
         journal.answer(500, "internal_error", false, true);
         journal.answer(503, "database_unavailable", false, true);
         journal.answer(503, "x", true, false);
-        assert_eq!(journal.bad_answers().len(), 3);
+        assert_eq!(journal.bad_answers().0, 3);
+        for _ in 0..30 {
+            journal.answer(500, "internal_error", false, true);
+        }
+        let (count, shown) = journal.bad_answers();
+        assert_eq!(
+            (count, shown.len()),
+            (33, 20),
+            "all counted, the first 20 shown"
+        );
         assert_eq!(journal.answers()["503 database_unavailable"], 2);
     }
 
@@ -230,10 +245,10 @@ mod tests {
     fn a_502_is_a_broken_promise_only_where_another_instance_runs() {
         let single = Journal::new(false);
         single.answer(502, "upstream_unavailable", false, true);
-        assert!(single.bad_answers().is_empty());
+        assert_eq!(single.bad_answers().0, 0);
         let cluster = Journal::new(true);
         cluster.answer(502, "upstream_unavailable", false, true);
-        assert_eq!(cluster.bad_answers().len(), 1);
+        assert_eq!(cluster.bad_answers().0, 1);
     }
 
     #[test]

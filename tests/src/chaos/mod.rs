@@ -278,7 +278,12 @@ async fn quiesce(
     let produced = journal.activity();
     loop {
         let pending = dbs.pending(&setup.event).await?;
-        let unpublished: u64 = dbs.unpublished().await?.iter().map(|(_, n)| n).sum();
+        let unpublished: u64 = dbs
+            .unpublished(journal.started_at)
+            .await?
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
         let counted = dbs.quests(&setup.event).await?;
         let behind = produced
             .iter()
@@ -393,7 +398,7 @@ fn report(
         },
         "answers": journal.answers(),
         "activity": { "ids": activity, "duplicates_sent": journal.duplicates_sent() },
-        "bans": journal.banned(),
+        "bans": journal.banned().len(),
         "quiesced_after_s": quiesced_after,
         "invariants": checks,
         "probes": journal.probes(),

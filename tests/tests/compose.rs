@@ -6,6 +6,9 @@ use serde_yaml::Value;
 use service_config::catalog::{self, Needs, SERVICES};
 use std::path::Path;
 
+/// What `./dev` runs mongod with too (`xtask/src/component.rs`).
+const TRANSACTION_LIFETIME: &str = "transactionLifetimeLimitSeconds=10";
+
 fn workspace_file(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -45,6 +48,10 @@ fn infrastructure_runs_on_stock_images() {
     assert!(
         mongo_command.contains(&"--replSet".to_owned()),
         "transactions need a replica set"
+    );
+    assert!(
+        mongo_command.contains(&TRANSACTION_LIFETIME.to_owned()),
+        "a killed service's transaction must not hold its documents for a minute"
     );
     let kafka = &services["kafka"]["environment"];
     assert_eq!(
@@ -216,6 +223,7 @@ fn the_cluster_profile_runs_three_mongod_in_one_replica_set() {
             command.windows(2).any(|w| w == ["--replSet", "rs0"]),
             "{name}"
         );
+        assert!(command.contains(&TRANSACTION_LIFETIME.to_owned()), "{name}");
     }
     let script = strings(&services["cluster-mongo-init"]["entrypoint"]).join(" ");
     for host in &hosts {

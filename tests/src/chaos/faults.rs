@@ -173,14 +173,12 @@ impl Injector {
             .ok_or_else(|| anyhow::anyhow!("the instance has no {kind:?}"))
     }
 
-    /// The instances of auth, event and fulfillment, one after the other across faults.
+    /// The instances of event, fulfillment and auth, in that order, one per fault.
     fn next_service(&mut self) -> anyhow::Result<&Member> {
         let stateful = ["event", "reward-fulfillment", "auth"];
-        let candidates: Vec<&Member> = self
-            .manifest
-            .members
+        let candidates: Vec<&Member> = stateful
             .iter()
-            .filter(|m| matches!(&m.kind, Kind::Service(s) if stateful.contains(&s.as_str())))
+            .flat_map(|service| self.manifest.of_kind(&Kind::Service((*service).to_owned())))
             .collect();
         anyhow::ensure!(
             !candidates.is_empty(),

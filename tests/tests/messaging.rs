@@ -611,6 +611,58 @@ async fn a_replay_after_the_cause_is_fixed_is_processed_once() {
     assert_eq!(effects_of(&mongo, &blocked_id).await, 1);
 }
 
+/// A consumer whose group never settles (here: its only broker address answers nothing) is
+/// closed and made again after `rebuild_unsettled_after_ms`, again and again, and still
+/// stops when told to: the way out of a consumer librdkafka has wedged.
+#[tokio::test]
+async fn a_consumer_whose_group_stays_unsettled_is_made_again() {
+    use messaging::consumer::{ConsumerConfig, ConsumerRunner, REBUILDS};
+    let metrics = telemetry::metrics();
+    let mongo = database("rebuild").await;
+    let registry = registry();
+    let mut kafka = test_support::kafka();
+    let letters = DeadLetters::new(
+        mongo.db(),
+        kafka::producer(&kafka).unwrap(),
+        registry.clone(),
+    );
+    kafka.brokers = format!("127.0.0.1:{}", e2e_tests::closed_port());
+    let group = unique("unsettled");
+    let config = ConsumerConfig {
+        rebuild_unsettled_after_ms: 1_000,
+        ..ConsumerConfig::default()
+    };
+    let runner = ConsumerRunner::new(
+        group.clone(),
+        &["never.settles"],
+        kafka,
+        config,
+        effects::Effects::new(mongo.db()),
+        registry,
+        mongo.clone(),
+        letters,
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(runner.run(stop.clone()));
+    let line = format!("{REBUILDS}{{group=\"{group}\"}}");
+    poll_until(Duration::from_secs(30), "two rebuilds", || async {
+        let rendered = metrics.render();
+        let count: f64 = rendered
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        (count >= 2.0).then_some(())
+    })
+    .await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the runner stops when told to, rebuilding or not")
+        .unwrap()
+        .unwrap();
+}
+
 // --- the first users: auth's events, the event service's consumer and DLQ --------------
 
 #[tokio::test]

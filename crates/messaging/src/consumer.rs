@@ -23,6 +23,10 @@
 //!   partition forever.
 //! - Inbox records expire after `inbox_retention_hours`, which must exceed the topics'
 //!   retention so that nothing old enough to be re-delivered has been forgotten.
+//! - A Kafka consumer whose group stays unsettled (not joined, or no working connection to
+//!   its coordinator, by librdkafka's own statistics) for `rebuild_unsettled_after_ms` is
+//!   closed like at shutdown and made again: librdkafka can wedge a coordinator connection
+//!   after a broker is frozen, and only a new client gets out of it.
 
 use crate::dlq::{DeadLetter, DeadLetters, ErrorClass};
 use crate::kafka::KafkaClientError;
@@ -60,6 +64,12 @@ pub struct ConsumerConfig {
     pub backoff_max_ms: u64,
     /// How long processed message ids are remembered (longer than any topic's retention).
     pub inbox_retention_hours: u64,
+    /// How long the consumer's group may stay unsettled (librdkafka's statistics show it not
+    /// joined, or its coordinator connection down) before the Kafka consumer is closed and
+    /// made again. librdkafka can wedge a consumer's coordinator connection after a broker
+    /// is frozen or restarted, with requests queued that are never sent; a new consumer
+    /// does not inherit that state.
+    pub rebuild_unsettled_after_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -70,6 +80,7 @@ impl Default for ConsumerConfig {
             backoff_initial_ms: 100,
             backoff_max_ms: 10_000,
             inbox_retention_hours: 14 * 24,
+            rebuild_unsettled_after_ms: 60_000,
         }
     }
 }
@@ -230,13 +241,54 @@ struct InboxRecord {
     processed_at: DateTime,
 }
 
-/// Reports consumer lag from librdkafka's statistics.
+/// Consumers closed and made again because their group stayed unsettled, by group.
+pub const REBUILDS: &str = "consumer_rebuilds_total";
+
+/// Reports consumer lag, and whether the group is settled, from librdkafka's statistics.
 struct LagContext {
     group: String,
+    settled: Arc<Settled>,
+}
+
+/// When the consumer's group was last seen settled.
+struct Settled {
+    since: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Settled {
+    fn now() -> Arc<Self> {
+        Arc::new(Self {
+            since: std::sync::Mutex::new(std::time::Instant::now()),
+        })
+    }
+
+    fn seen(&self) {
+        *self.since.lock().expect("never poisoned") = std::time::Instant::now();
+    }
+
+    fn unsettled_for(&self) -> Duration {
+        self.since.lock().expect("never poisoned").elapsed()
+    }
+}
+
+/// A consumer's group is settled when librdkafka has joined it (`up`, `steady`) and holds a
+/// working connection to its coordinator.
+fn group_settled(statistics: &Statistics) -> bool {
+    let Some(group) = &statistics.cgrp else {
+        return false;
+    };
+    let coordinator_up = statistics
+        .brokers
+        .values()
+        .any(|b| b.name.starts_with("GroupCoordinator") && b.state == "UP");
+    group.state == "up" && group.join_state == "steady" && coordinator_up
 }
 
 impl ClientContext for LagContext {
     fn stats(&self, statistics: Statistics) {
+        if group_settled(&statistics) {
+            self.settled.seen();
+        }
         for (topic, stats) in statistics.topics {
             for (partition, p) in stats.partitions {
                 if partition >= 0 && p.consumer_lag >= 0 {
@@ -382,26 +434,62 @@ impl<H: Handler> ConsumerRunner<H> {
     }
 
     /// Consumes until `stop` fires; then finishes the batches in progress, commits the stored
-    /// offsets and returns.
+    /// offsets and returns. A consumer whose group stays unsettled for
+    /// `rebuild_unsettled_after_ms` is closed the same way and made again.
     pub async fn run(mut self, stop: CancellationToken) -> Result<(), KafkaClientError> {
         if !self.check_inbox(&stop).await {
             return Ok(());
         }
+        metrics::describe_counter!(
+            REBUILDS,
+            "Kafka consumers closed and made again because their group stayed unsettled"
+        );
+        let runner = Arc::new(self);
+        while runner.consume(&stop).await? == Ended::Unsettled {
+            metrics::counter!(REBUILDS, "group" => runner.group.clone()).increment(1);
+        }
+        Ok(())
+    }
+
+    /// One Kafka consumer's life: until `stop`, or until its group has been unsettled too
+    /// long.
+    async fn consume(
+        self: &Arc<Self>,
+        stop: &CancellationToken,
+    ) -> Result<Ended, KafkaClientError> {
+        let settled = Settled::now();
         let consumer: Arc<KafkaConsumer> = Arc::new(
             crate::kafka::consumer_config(&self.kafka, &self.group)
                 .set("statistics.interval.ms", "5000")
                 .create_with_context(LagContext {
                     group: self.group.clone(),
+                    settled: Arc::clone(&settled),
                 })?,
         );
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         tracing::info!(group = %self.group, topics = ?self.topics, "consumer started");
-        let runner = Arc::new(self);
+        let runner = Arc::clone(self);
+        // Workers retrying a batch stop on this too, when the consumer is made again.
+        let lanes_stop = stop.child_token();
+        let limit = Duration::from_millis(runner.config.rebuild_unsettled_after_ms);
+        let mut check = tokio::time::interval(Duration::from_secs(1));
         let mut workers: HashMap<(String, i32), Worker> = HashMap::new();
-        loop {
+        let ended = loop {
             let message = tokio::select! {
-                () = stop.cancelled() => break,
+                () = stop.cancelled() => break Ended::Stopped,
+                _ = check.tick() => {
+                    if settled.unsettled_for() > limit {
+                        tracing::error!(
+                            group = %runner.group,
+                            unsettled = ?settled.unsettled_for(),
+                            "consumer group unsettled too long; making the consumer again"
+                        );
+                        lanes_stop.cancel();
+                        break Ended::Unsettled;
+                    }
+                    continue;
+                }
                 message = consumer.recv() => message,
             };
             let message = match message {
@@ -418,11 +506,11 @@ impl<H: Handler> ConsumerRunner<H> {
                     Arc::clone(&consumer),
                     key.0.clone(),
                     key.1,
-                    stop.clone(),
+                    lanes_stop.clone(),
                 )
             });
             worker.enqueue(message, &consumer, runner.config.batch_size);
-        }
+        };
         // Stop taking work: workers finish the batch in hand, then the offsets go out.
         let tasks: Vec<_> = workers.into_values().map(Worker::close).collect();
         for task in tasks {
@@ -431,8 +519,14 @@ impl<H: Handler> ConsumerRunner<H> {
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::warn!(group = %runner.group, error = %e, "final offset commit failed");
         }
+        if ended == Ended::Unsettled {
+            // Closing a wedged consumer may block its thread for a while: not this one, and
+            // not forever (a new consumer does not need the old one gone).
+            let closing = tokio::task::spawn_blocking(move || drop(consumer));
+            let _ = tokio::time::timeout(Duration::from_secs(30), closing).await;
+        }
         tracing::info!(group = %runner.group, "consumer stopped");
-        Ok(())
+        Ok(ended)
     }
 
     /// Processes one partition's messages, batch by batch, in order.
@@ -840,6 +934,15 @@ enum Decoded<M> {
     Retry(String),
 }
 
+/// Why a consumer stopped consuming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The service is stopping.
+    Stopped,
+    /// Its group stayed unsettled too long: make another consumer.
+    Unsettled,
+}
+
 enum Applied {
     Outcomes(Vec<Outcome>),
     Exhausted(u32, String),
@@ -977,6 +1080,45 @@ fn failpoint(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn statistics(state: &str, join_state: &str, coordinator: Option<&str>) -> Statistics {
+        let mut statistics = Statistics {
+            cgrp: Some(rdkafka::statistics::ConsumerGroup {
+                state: state.into(),
+                join_state: join_state.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let broker = |name: &str, state: &str| rdkafka::statistics::Broker {
+            name: name.into(),
+            state: state.into(),
+            ..Default::default()
+        };
+        statistics
+            .brokers
+            .insert("b1".into(), broker("127.0.0.1:9092/1", "UP"));
+        if let Some(state) = coordinator {
+            statistics.brokers.insert(
+                "GroupCoordinator".into(),
+                broker("GroupCoordinator/1", state),
+            );
+        }
+        statistics
+    }
+
+    #[test]
+    fn a_group_is_settled_only_when_joined_with_its_coordinator_connected() {
+        assert!(group_settled(&statistics("up", "steady", Some("UP"))));
+        assert!(!group_settled(&statistics("up", "wait-join", Some("UP"))));
+        assert!(!group_settled(&statistics("wait-coord", "init", None)));
+        // Joined, but the coordinator connection is down: what a wedged consumer looks like.
+        assert!(!group_settled(&statistics("up", "steady", Some("DOWN"))));
+        assert!(
+            !group_settled(&Statistics::default()),
+            "no group statistics yet"
+        );
+    }
 
     #[tokio::test]
     async fn after_commit_effects_wait_inside_a_batch_and_run_at_once_outside() {

@@ -16,6 +16,7 @@ use e2e_tests::{Api, ServiceProcess};
 use serde_json::{Value, json};
 use std::time::Duration;
 use supervise::manifest::{Kind, Manifest};
+use supervise::process::{self, Sig};
 use test_support::{poll_until, unique};
 use tokio::sync::Mutex;
 
@@ -36,14 +37,6 @@ fn instance_pids(service: &str) -> Vec<u32> {
     pids
 }
 
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal} {pid}");
-}
-
 /// Every instance of a service of the instance, stopped (SIGSTOP), and continued when this
 /// is dropped.
 struct Frozen(Vec<u32>);
@@ -52,7 +45,7 @@ impl Frozen {
     fn service(name: &str) -> Self {
         let pids = instance_pids(name);
         for &pid in &pids {
-            signal(pid, "STOP");
+            process::signal(pid, Sig::SIGSTOP).unwrap();
         }
         Self(pids)
     }
@@ -61,7 +54,7 @@ impl Frozen {
 impl Drop for Frozen {
     fn drop(&mut self) {
         for &pid in &self.0 {
-            signal(pid, "CONT");
+            let _ = process::signal(pid, Sig::SIGCONT);
         }
     }
 }

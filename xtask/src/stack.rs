@@ -579,22 +579,10 @@ impl Instance {
     /// How many of the platform's partitions each Kafka node leads, by node id.
     async fn partition_leaders(&self) -> anyhow::Result<HashMap<i32, usize>> {
         let producer = kafka::producer(&self.kafka_config())?;
-        let metadata = tokio::task::spawn_blocking(move || {
-            use rdkafka::producer::Producer;
-            producer
-                .client()
-                .fetch_metadata(None, Duration::from_secs(2))
-        })
-        .await??;
-        let ours: Vec<String> = topics::all().into_iter().map(|t| t.name).collect();
         let mut leaders = HashMap::new();
-        for topic in metadata
-            .topics()
-            .iter()
-            .filter(|t| ours.iter().any(|n| n == t.name()))
-        {
-            for partition in topic.partitions() {
-                *leaders.entry(partition.leader()).or_insert(0) += 1;
+        for topic in kafka::describe_topics(&producer, Duration::from_secs(2)).await? {
+            for (leader, _, _) in topic.partitions {
+                *leaders.entry(leader).or_insert(0) += 1;
             }
         }
         Ok(leaders)

@@ -102,6 +102,46 @@ pub async fn ping(producer: &FutureProducer, timeout: Duration) -> Result<(), Ka
     }
 }
 
+/// A topic's partitions as the cluster describes them: `(leader, replicas, in-sync
+/// replicas)`, replicas sorted.
+#[derive(Debug, Clone)]
+pub struct TopicState {
+    pub name: String,
+    pub partitions: Vec<(i32, Vec<i32>, Vec<i32>)>,
+}
+
+/// The platform's topics (those of [`crate::topics::all`]) as the cluster describes them now.
+pub async fn describe_topics(
+    producer: &FutureProducer,
+    timeout: Duration,
+) -> Result<Vec<TopicState>, KafkaClientError> {
+    let producer = producer.clone();
+    let metadata =
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
+            .await
+            .map_err(|_| KafkaClientError::Timeout(timeout))??;
+    let ours: Vec<String> = crate::topics::all().into_iter().map(|t| t.name).collect();
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| ours.iter().any(|n| n == t.name()))
+        .map(|t| TopicState {
+            name: t.name().to_owned(),
+            partitions: t
+                .partitions()
+                .iter()
+                .map(|p| {
+                    let mut replicas = p.replicas().to_vec();
+                    let mut isr = p.isr().to_vec();
+                    replicas.sort_unstable();
+                    isr.sort_unstable();
+                    (p.leader(), replicas, isr)
+                })
+                .collect(),
+        })
+        .collect())
+}
+
 /// A readiness check: a metadata request bounded by 1 s.
 pub fn probe(
     producer: &FutureProducer,

@@ -6,7 +6,8 @@
 //! it ran, from its recorded command line and environment), and waits until the target is
 //! healthy and back in its cluster before the next fault may begin.
 
-use rdkafka::producer::Producer;
+use messaging::kafka::{TopicState, describe_topics};
+use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use service_config::KafkaConfig;
 use std::collections::HashMap;
@@ -99,18 +100,26 @@ pub struct FaultRecord {
 pub struct Injector {
     manifest: Manifest,
     kafka: KafkaConfig,
+    /// Asks the cluster for its topics' state (one client for the whole run).
+    metadata: FutureProducer,
     registry_url: String,
     turn: usize,
 }
 
 impl Injector {
-    pub fn new(manifest: Manifest) -> Self {
-        Self {
+    pub fn new(manifest: Manifest) -> anyhow::Result<Self> {
+        let kafka = test_support::kafka();
+        Ok(Self {
             manifest,
-            kafka: test_support::kafka(),
+            metadata: messaging::kafka::producer(&kafka)?,
+            kafka,
             registry_url: test_support::required(test_support::REGISTRY_URL),
             turn: 0,
-        }
+        })
+    }
+
+    async fn topics(&self) -> anyhow::Result<Vec<TopicState>> {
+        Ok(describe_topics(&self.metadata, Duration::from_secs(5)).await?)
     }
 
     pub fn single(&self) -> bool {
@@ -194,7 +203,7 @@ impl Injector {
     /// The Kafka node leading the most `game.user-activity` partitions (the busiest topic),
     /// most partitions overall breaking a tie.
     async fn busiest_broker(&self) -> anyhow::Result<&Member> {
-        let metadata = metadata(&self.kafka).await?;
+        let metadata = self.topics().await?;
         let mut score: HashMap<i32, (usize, usize)> = HashMap::new();
         for topic in &metadata {
             for (leader, _, _) in &topic.partitions {
@@ -265,10 +274,20 @@ impl Injector {
     /// Waits (up to two minutes) until `target` answers again and its cluster is whole: all
     /// replica-set members primary or secondary, or every partition's ISR complete.
     pub async fn settle(&self, target: &Member) -> anyhow::Result<()> {
+        // A Kafka node is asked itself first, through a client that knows only it: the
+        // others' metadata may not have noticed it died.
+        let own = match target.kind {
+            Kind::Kafka => {
+                let mut own = self.kafka.clone();
+                own.brokers = host(target);
+                Some(messaging::kafka::producer(&own)?)
+            }
+            _ => None,
+        };
         let give_up = tokio::time::Instant::now() + Duration::from_secs(120);
         let mut last = String::new();
         while tokio::time::Instant::now() < give_up {
-            match self.whole(target).await {
+            match self.whole(target, own.as_ref()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => last = format!("{e:#}"),
             }
@@ -277,7 +296,8 @@ impl Injector {
         anyhow::bail!("{} did not settle within 2 min: {last}", target.name)
     }
 
-    async fn whole(&self, target: &Member) -> anyhow::Result<()> {
+    /// `own`: for a Kafka node, a client of that node alone.
+    async fn whole(&self, target: &Member, own: Option<&FutureProducer>) -> anyhow::Result<()> {
         match &target.kind {
             Kind::Mongod => {
                 let states = mongo_kit::replica_set_members(&host(target)).await?;
@@ -288,12 +308,10 @@ impl Injector {
                 anyhow::ensure!(primaries == 1 && healthy, "replica set: {states:?}");
             }
             Kind::Kafka => {
-                // The node itself first: the others' metadata may not have noticed it died.
-                let mut own = self.kafka.clone();
-                own.brokers = host(target);
-                messaging::kafka::ping(&messaging::kafka::producer(&own)?, Duration::from_secs(2))
-                    .await?;
-                for topic in metadata(&self.kafka).await? {
+                if let Some(own) = own {
+                    messaging::kafka::ping(own, Duration::from_secs(2)).await?;
+                }
+                for topic in self.topics().await? {
                     for (leader, replicas, isr) in &topic.partitions {
                         anyhow::ensure!(
                             *leader >= 0 && isr == replicas,
@@ -415,54 +433,15 @@ async fn freeze(target: &Member, outage: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A topic's partitions as `(leader, replicas, in-sync replicas)`.
-pub struct TopicState {
-    pub name: String,
-    pub partitions: Vec<(i32, Vec<i32>, Vec<i32>)>,
-}
-
-/// The platform's topics as the cluster describes them now.
-pub async fn metadata(kafka: &KafkaConfig) -> anyhow::Result<Vec<TopicState>> {
-    let producer = messaging::kafka::producer(kafka)?;
-    let metadata = tokio::task::spawn_blocking(move || {
-        producer
-            .client()
-            .fetch_metadata(None, Duration::from_secs(5))
-    })
-    .await??;
-    let ours: Vec<String> = messaging::topics::all()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
-    Ok(metadata
-        .topics()
-        .iter()
-        .filter(|t| ours.iter().any(|n| n == t.name()))
-        .map(|t| TopicState {
-            name: t.name().to_owned(),
-            partitions: t
-                .partitions()
-                .iter()
-                .map(|p| {
-                    let mut replicas = p.replicas().to_vec();
-                    let mut isr = p.isr().to_vec();
-                    replicas.sort_unstable();
-                    isr.sort_unstable();
-                    (p.leader(), replicas, isr)
-                })
-                .collect(),
-        })
-        .collect())
-}
-
 async fn http_ok(url: &str) -> anyhow::Result<()> {
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build()?
-        .get(url)
-        .send()
-        .await?;
+    static CLIENT: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("a plain HTTP client builds")
+    });
+    let response = CLIENT.get(url).send().await?;
     anyhow::ensure!(
         response.status().is_success(),
         "{url} answered {}",

@@ -36,6 +36,12 @@ pub struct Probe {
     pub succeeded_at: Option<f64>,
 }
 
+struct Answer {
+    at: f64,
+    status: u16,
+    label: String,
+}
+
 #[derive(Default)]
 struct State {
     claims: Vec<ClaimMade>,
@@ -45,10 +51,9 @@ struct State {
     poison_keys: Vec<String>,
     probes: Vec<Probe>,
     banned: HashSet<String>,
-    /// Every HTTP status the load met, with the problem code when there was one.
-    answers: BTreeMap<String, u64>,
-    /// When each claim answer came, and its status (0: no answer).
-    timeline: Vec<(f64, u16)>,
+    /// Every answer the load met, when it came: its status (0: no answer) and its label
+    /// (the status with the problem code, if there was one).
+    timeline: Vec<Answer>,
     /// Answers that broke a promise of the API: a 500 or a 504 (or a 502 in a cluster), or a
     /// 503 without Retry-After or not as problem+json. The first few, and how many in all.
     bad_answers: Vec<String>,
@@ -149,14 +154,13 @@ impl Journal {
         };
         let at = self.now();
         self.with(|s| {
-            s.timeline.push((at, status));
-            *s.answers.entry(label.clone()).or_default() += 1;
             if let Some(what) = broken {
                 s.bad_count += 1;
                 if s.bad_answers.len() < 20 {
                     s.bad_answers.push(format!("{what} at {at:.1}s: {label}"));
                 }
             }
+            s.timeline.push(Answer { at, status, label });
         });
     }
 
@@ -164,8 +168,11 @@ impl Journal {
     pub fn no_answer(&self) {
         let at = self.now();
         self.with(|s| {
-            s.timeline.push((at, 0));
-            *s.answers.entry("no answer".into()).or_default() += 1;
+            s.timeline.push(Answer {
+                at,
+                status: 0,
+                label: "no answer".into(),
+            });
         });
     }
 
@@ -174,8 +181,8 @@ impl Journal {
     pub fn answers_between(&self, from: f64, to: f64) -> BTreeMap<u16, u64> {
         self.with(|s| {
             let mut counts = BTreeMap::new();
-            for (_, status) in s.timeline.iter().filter(|(at, _)| (from..=to).contains(at)) {
-                *counts.entry(*status).or_default() += 1;
+            for answer in s.timeline.iter().filter(|a| (from..=to).contains(&a.at)) {
+                *counts.entry(answer.status).or_default() += 1;
             }
             counts
         })
@@ -201,12 +208,30 @@ impl Journal {
         self.with(|s| s.probes.clone())
     }
 
+    /// When the first probe sent at or after `since` succeeded, if one has.
+    pub fn first_success_since(&self, since: f64) -> Option<f64> {
+        self.with(|s| {
+            s.probes
+                .iter()
+                .filter(|p| p.sent_at >= since)
+                .filter_map(|p| p.succeeded_at)
+                .min_by(f64::total_cmp)
+        })
+    }
+
     pub fn banned(&self) -> HashSet<String> {
         self.with(|s| s.banned.clone())
     }
 
+    /// Every answer of the run, counted by label.
     pub fn answers(&self) -> BTreeMap<String, u64> {
-        self.with(|s| s.answers.clone())
+        self.with(|s| {
+            let mut counts = BTreeMap::new();
+            for answer in &s.timeline {
+                *counts.entry(answer.label.clone()).or_default() += 1;
+            }
+            counts
+        })
     }
 
     /// How many answers broke a promise, and the first few of them.

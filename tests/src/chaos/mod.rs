@@ -74,7 +74,7 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
     let stop = CancellationToken::new();
     let load = start_load(&options, &setup, &journal, &game, users, &stop);
     let load_started = journal.now();
-    let mut injector = Injector::new(manifest.clone());
+    let mut injector = Injector::new(manifest.clone())?;
     let (records, fault_errors) = inject_all(&options, &mut injector, &journal, load_started).await;
     let load_ends = load_started + options.duration as f64;
     let end_of_faults = records.last().map_or(0.0, |r| r.settled_at + 10.0);
@@ -222,11 +222,7 @@ async fn inject_all(
 async fn wait_recovered(journal: &Journal, since: f64, within: Duration) {
     let give_up = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < give_up {
-        let recovered = journal
-            .probes()
-            .iter()
-            .any(|p| p.sent_at >= since && p.succeeded_at.is_some());
-        if recovered {
+        if journal.first_success_since(since).is_some() {
             eprintln!("[chaos] {:>6.1}s claims succeed again", journal.now());
             return;
         }
@@ -323,11 +319,8 @@ fn with_recovery(mut records: Vec<FaultRecord>, journal: &Journal) -> Vec<FaultR
             .filter(|p| broken.contains(&p.sent_at))
             .filter(|p| p.succeeded_at.is_some_and(|at| at <= record.healed_at))
             .count();
-        record.recovered_after = probes
-            .iter()
-            .filter(|p| p.sent_at >= record.injected_at)
-            .filter_map(|p| p.succeeded_at)
-            .min_by(f64::total_cmp)
+        record.recovered_after = journal
+            .first_success_since(record.injected_at)
             .map(|at| at - record.injected_at);
     }
     records

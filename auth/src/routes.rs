@@ -227,7 +227,8 @@ async fn set_roles(
     Json(request): Json<SetRolesRequest>,
 ) -> Result<Json<User>, AuthError> {
     identity.require(&[Role::Admin])?;
-    let roles = validate::roles(request.roles).map_err(|e| AuthError::Validation(vec![e]))?;
+    let roles = request.roles.into_iter().map(Role::from).collect();
+    let roles = validate::roles(roles).map_err(|e| AuthError::Validation(vec![e]))?;
     let roles = to_bson(&roles).map_err(|e| AuthError::Internal(e.to_string()))?;
     let user = state
         .store

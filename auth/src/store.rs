@@ -214,13 +214,12 @@ impl Store {
         filter: &UserFilter,
         page: PageQuery,
     ) -> Result<Page<User>, AuthError> {
-        let page = page.clamped();
         let mut query = Document::new();
         if let Some(email) = &filter.email {
             query.insert("email", email.trim().to_lowercase());
         }
         if let Some(role) = filter.role {
-            query.insert("roles", role.as_str());
+            query.insert("roles", Role::from(role).as_str());
         }
         if let Some(status) = filter.status {
             query.insert("status", to_bson(&status).map_err(internal)?);

@@ -1,26 +1,14 @@
 //! Field rules for accounts. Each returns the normalised value or the field's error.
 
 use auth_claims::Role;
+use http_api::text;
 use service_kit::FieldError;
 
-/// Trimmed, lower-cased, and shaped like an address (one `@`, a dotted domain, no spaces).
+/// An address as the document's `email` pattern describes it (see [`http_api::text`]),
+/// lower-cased.
 pub fn email(raw: &str) -> Result<String, FieldError> {
-    let email = raw.trim().to_lowercase();
-    let valid = match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && local.len() <= 64
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && email.len() <= 254
-                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        }
-        None => false,
-    };
-    if valid {
-        Ok(email)
+    if text::is_email(raw) {
+        Ok(raw.to_lowercase())
     } else {
         Err(FieldError::new("email", "must be an email address"))
     }
@@ -38,16 +26,14 @@ pub fn password(raw: &str) -> Result<(), FieldError> {
     }
 }
 
-/// 1 to 32 visible characters after trimming.
+/// 1 to 32 characters of visible text, stored trimmed.
 pub fn nickname(raw: &str) -> Result<String, FieldError> {
-    let nickname = raw.trim();
-    let length = nickname.chars().count();
-    if (1..=32).contains(&length) && !nickname.chars().any(char::is_control) {
-        Ok(nickname.to_owned())
+    if text::is_visible_text(raw, 32) {
+        Ok(raw.trim().to_owned())
     } else {
         Err(FieldError::new(
             "nickname",
-            "must be 1 to 32 visible characters",
+            "must be 1 to 32 characters, not all blank, without control characters",
         ))
     }
 }
@@ -74,8 +60,9 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(email("  Alice@Example.COM ").unwrap(), "alice@example.com");
+        assert_eq!(email("Alice@Example.COM").unwrap(), "alice@example.com");
         for bad in [
+            " alice@example.com",
             "",
             "alice",
             "@example.com",

@@ -2,12 +2,15 @@
 //! that make sense for their metric.
 
 use http_api::events::{Condition, Leaf, LeafFilter, Metric};
+use http_api::text;
 use service_kit::FieldError;
 
-pub const MAX_DEPTH: usize = 4;
+pub const MAX_DEPTH: usize = http_api::events::MAX_CONDITION_DEPTH;
 pub const MAX_LEAVES: usize = 20;
 pub const MAX_CHILDREN: usize = 10;
 pub const MAX_VALUE: u32 = 1_000_000;
+/// The longest quest id or item code, in characters.
+pub const MAX_CODE: usize = 64;
 
 /// Every problem with `condition`, each naming where it is (`condition.all[1].filter`).
 pub fn validate(condition: &Condition) -> Vec<FieldError> {
@@ -97,9 +100,9 @@ fn leaf_errors(leaf: &Leaf, path: &str, errors: &mut Vec<FieldError>) {
                 format!("{path}.filter.{name}"),
                 format!("does not apply to {:?}", leaf.metric),
             )),
-            Some(v) if v.trim().is_empty() || v.len() > 64 => errors.push(FieldError::new(
+            Some(v) if !text::is_visible_text(v, MAX_CODE) => errors.push(FieldError::new(
                 format!("{path}.filter.{name}"),
-                "must be 1 to 64 characters",
+                "must be 1 to 64 characters, not all blank, without control characters",
             )),
             _ => {}
         }

@@ -8,15 +8,14 @@ use crate::progress;
 use crate::store::{ClaimDoc, EventChanges, EventDoc, Grant, RewardDoc, parse_time};
 use auth_claims::{Identity, Role};
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, patch, post};
 use http_api::events::*;
-use http_api::{Page, PageQuery};
+use http_api::{Page, PageQuery, text};
 use mongo_kit::mongodb::bson::DateTime;
-use service_kit::{FieldError, Json, Query};
+use service_kit::{FieldError, Json, OptionalJson, Query};
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
@@ -48,8 +47,8 @@ async fn create_event(
 ) -> Result<impl IntoResponse, EventError> {
     identity.require(MANAGERS)?;
     let mut errors = Vec::new();
+    check_name(&request.name, &mut errors);
     let name = request.name.trim().to_owned();
-    check_name(&name, &mut errors);
     check_description(&request.description, &mut errors);
     let starts = parse_time("startsAt", &request.starts_at)
         .map_err(|e| errors.push(e))
@@ -125,17 +124,20 @@ async fn list_claims(
 async fn list_my_claims(
     State(state): State<AppState>,
     identity: Identity,
-    Query(mut filter): Query<ClaimFilter>,
+    Query(filter): Query<MyClaimFilter>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Page<Claim>>, EventError> {
-    filter.user_id = Some(identity.sub);
+    let filter = filter.of(identity.sub);
     let page = state.store.list_claims(&filter, page).await?;
     Ok(Json(map_page(page, ClaimDoc::to_api)))
 }
 
 fn check_name(name: &str, errors: &mut Vec<FieldError>) {
-    if name.is_empty() || name.chars().count() > 100 {
-        errors.push(FieldError::new("name", "must be 1 to 100 characters"));
+    if !text::is_visible_text(name, 100) {
+        errors.push(FieldError::new(
+            "name",
+            "must be 1 to 100 characters, not all blank, without control characters",
+        ));
     }
 }
 
@@ -156,10 +158,10 @@ async fn update_event(
 ) -> Result<Json<Event>, EventError> {
     identity.require(MANAGERS)?;
     let mut errors = Vec::new();
-    let name = request.name.map(|n| n.trim().to_owned());
-    if let Some(name) = &name {
+    if let Some(name) = &request.name {
         check_name(name, &mut errors);
     }
+    let name = request.name.map(|n| n.trim().to_owned());
     if let Some(description) = &request.description {
         check_description(description, &mut errors);
     }
@@ -199,19 +201,22 @@ async fn set_status(
 const MAX_AMOUNT: i64 = 1_000_000;
 const MAX_QUANTITY: i32 = 10_000;
 const MAX_PER_USER: i32 = 1_000;
+const MAX_STOCK: i64 = 1_000_000_000;
 
-fn check_code(field: &str, value: &Option<String>, errors: &mut Vec<FieldError>) {
-    match value.as_deref().map(str::trim) {
-        Some(v) if !v.is_empty() && v.len() <= 64 => {}
-        _ => errors.push(FieldError::new(field, "must be 1 to 64 characters")),
+fn check_code(field: &str, value: &str, errors: &mut Vec<FieldError>) {
+    if !text::is_visible_text(value, condition::MAX_CODE) {
+        errors.push(FieldError::new(
+            field,
+            "must be 1 to 64 characters, not all blank, without control characters",
+        ));
     }
 }
 
 fn check_stock(total: Option<i64>, errors: &mut Vec<FieldError>) {
-    if total.is_some_and(|t| t < 0) {
+    if total.is_some_and(|t| !(0..=MAX_STOCK).contains(&t)) {
         errors.push(FieldError::new(
             "totalStock",
-            "must be 0 or more (or null for unlimited)",
+            format!("must be 0 to {MAX_STOCK} (or null for unlimited)"),
         ));
     }
 }
@@ -225,60 +230,51 @@ fn check_limit(limit: Option<i32>, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// What a reward of `kind` grants, with every field it needs and none it does not.
+/// What a reward grants; each type's fields are checked against their bounds (which fields a
+/// type has is the request's shape, checked when it is read).
 fn grant_of(request: &CreateRewardRequest, errors: &mut Vec<FieldError>) -> Grant {
-    let unexpected = |field: &str, present: bool, errors: &mut Vec<FieldError>| {
-        if present {
-            errors.push(FieldError::new(
-                field,
-                format!("does not apply to {:?} rewards", request.kind),
-            ));
-        }
+    let mut grant = Grant {
+        kind: RewardType::Point,
+        amount: None,
+        item_code: None,
+        quantity: None,
+        coupon_template: None,
     };
-    match request.kind {
-        RewardType::Point => {
-            if !request
-                .amount
-                .is_some_and(|a| (1..=MAX_AMOUNT).contains(&a))
-            {
+    match request {
+        CreateRewardRequest::Point { amount, .. } => {
+            if !(1..=MAX_AMOUNT).contains(amount) {
                 errors.push(FieldError::new(
                     "amount",
                     format!("must be 1 to {MAX_AMOUNT}"),
                 ));
             }
-            unexpected("itemCode", request.item_code.is_some(), errors);
-            unexpected("quantity", request.quantity.is_some(), errors);
-            unexpected("couponTemplate", request.coupon_template.is_some(), errors);
+            grant.amount = Some(*amount);
         }
-        RewardType::Item => {
-            check_code("itemCode", &request.item_code, errors);
-            if !request
-                .quantity
-                .is_some_and(|q| (1..=MAX_QUANTITY).contains(&q))
-            {
+        CreateRewardRequest::Item {
+            item_code,
+            quantity,
+            ..
+        } => {
+            check_code("itemCode", item_code, errors);
+            if !(1..=MAX_QUANTITY).contains(quantity) {
                 errors.push(FieldError::new(
                     "quantity",
                     format!("must be 1 to {MAX_QUANTITY}"),
                 ));
             }
-            unexpected("amount", request.amount.is_some(), errors);
-            unexpected("couponTemplate", request.coupon_template.is_some(), errors);
+            grant.kind = RewardType::Item;
+            grant.item_code = Some(item_code.trim().to_owned());
+            grant.quantity = Some(*quantity);
         }
-        RewardType::Coupon => {
-            check_code("couponTemplate", &request.coupon_template, errors);
-            unexpected("amount", request.amount.is_some(), errors);
-            unexpected("itemCode", request.item_code.is_some(), errors);
-            unexpected("quantity", request.quantity.is_some(), errors);
+        CreateRewardRequest::Coupon {
+            coupon_template, ..
+        } => {
+            check_code("couponTemplate", coupon_template, errors);
+            grant.kind = RewardType::Coupon;
+            grant.coupon_template = Some(coupon_template.trim().to_owned());
         }
     }
-    let trimmed = |v: &Option<String>| v.as_deref().map(|v| v.trim().to_owned());
-    Grant {
-        kind: request.kind,
-        amount: request.amount,
-        item_code: trimmed(&request.item_code),
-        quantity: request.quantity,
-        coupon_template: trimmed(&request.coupon_template),
-    }
+    grant
 }
 
 async fn create_reward(
@@ -290,8 +286,8 @@ async fn create_reward(
     identity.require(MANAGERS)?;
     let mut errors = Vec::new();
     let grant = grant_of(&request, &mut errors);
-    check_stock(request.total_stock, &mut errors);
-    check_limit(request.per_user_limit, &mut errors);
+    check_stock(request.total_stock(), &mut errors);
+    check_limit(request.per_user_limit(), &mut errors);
     if !errors.is_empty() {
         return Err(EventError::Validation(errors));
     }
@@ -304,9 +300,9 @@ async fn create_reward(
         id: uuid::Uuid::now_v7().to_string(),
         event_id,
         grant,
-        total_stock: request.total_stock,
+        total_stock: request.total_stock(),
         reserved: 0,
-        per_user_limit: request.per_user_limit.unwrap_or(1),
+        per_user_limit: request.per_user_limit().unwrap_or(1),
         created_at: now,
         updated_at: now,
     };
@@ -365,7 +361,7 @@ async fn claim(
     identity: Identity,
     Path((event_id, reward_id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    OptionalJson(request): OptionalJson<ClaimRequest>,
 ) -> Result<impl IntoResponse, EventError> {
     identity.require(&[Role::User])?;
     let key = headers
@@ -373,16 +369,7 @@ async fn claim(
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or(EventError::IdempotencyKeyMissing)?;
-    let request: ClaimRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ClaimRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            EventError::Validation(vec![FieldError::new(
-                "body",
-                format!("not a claim request: {e}"),
-            )])
-        })?
-    };
+    let request = request.unwrap_or_default();
     if request
         .note
         .as_ref()

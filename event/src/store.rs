@@ -548,8 +548,8 @@ impl Store {
             }
             None => {}
         }
-        if let Some(at) = &filter.active_at {
-            let at = parse_time("activeAt", at).map_err(|e| EventError::Validation(vec![e]))?;
+        if let Some(at) = filter.active_at {
+            let at = DateTime::from_millis(at.unix_millis());
             query.insert("startsAt", doc! { "$lte": at });
             query.insert("endsAt", doc! { "$gt": at });
         }
@@ -572,13 +572,11 @@ impl Store {
             query.insert("status", bson_of(&status)?);
         }
         let mut created = Document::new();
-        if let Some(from) = &filter.from {
-            let from = parse_time("from", from).map_err(|e| EventError::Validation(vec![e]))?;
-            created.insert("$gte", from);
+        if let Some(from) = filter.from {
+            created.insert("$gte", DateTime::from_millis(from.unix_millis()));
         }
-        if let Some(to) = &filter.to {
-            let to = parse_time("to", to).map_err(|e| EventError::Validation(vec![e]))?;
-            created.insert("$lt", to);
+        if let Some(to) = filter.to {
+            created.insert("$lt", DateTime::from_millis(to.unix_millis()));
         }
         if !created.is_empty() {
             query.insert("createdAt", created);
@@ -602,7 +600,6 @@ async fn page_of<T>(
 where
     T: DeserializeOwned + Send + Sync,
 {
-    let page = page.clamped();
     let (items, total) =
         mongo_kit::find_page(collection, query, sort, page.skip(), page.size).await?;
     Ok(Page {

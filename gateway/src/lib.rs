@@ -17,7 +17,7 @@ use auth_claims::IdentityKey;
 use authn::Authenticator;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{MethodFilter, MethodRouter, get};
 use ratelimit::ClientLimiter;
@@ -127,9 +127,7 @@ fn readiness(gateway: &Arc<Gateway>) -> Readiness {
 /// the same table; plus `/openapi.json`.
 fn router(gateway: Arc<Gateway>) -> Router {
     let openapi = axum::body::Bytes::from(
-        http_api::openapi()
-            .to_json()
-            .expect("the OpenAPI document serialises"),
+        serde_json::to_vec(&http_api::openapi()).expect("JSON values serialise"),
     );
     let mut by_path: BTreeMap<&'static str, MethodRouter<Arc<Gateway>>> = BTreeMap::new();
     for route in ROUTES {
@@ -139,9 +137,10 @@ fn router(gateway: Arc<Gateway>) -> Router {
             move |State(gateway): State<Arc<Gateway>>,
                   ConnectInfo(peer): ConnectInfo<SocketAddr>,
                   request: Request| { proxy::handle(gateway, route, peer, request) };
-        let entry = by_path
-            .remove(route.path)
-            .unwrap_or_else(|| MethodRouter::new().fallback(method_not_allowed));
+        let entry = by_path.remove(route.path).unwrap_or_else(|| {
+            let allow = allowed_methods(route.path);
+            MethodRouter::new().fallback(move || method_not_allowed(allow))
+        });
         by_path.insert(route.path, entry.on(filter, handler));
     }
     by_path
@@ -161,10 +160,22 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-async fn method_not_allowed() -> impl IntoResponse {
-    Problem::new(
+/// The `Allow` header of `path`: the methods the route table lists for it.
+fn allowed_methods(path: &str) -> HeaderValue {
+    let methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.method.as_str())
+        .collect();
+    HeaderValue::from_str(&methods.join(", ")).expect("method names are header-safe")
+}
+
+async fn method_not_allowed(allow: HeaderValue) -> impl IntoResponse {
+    let problem = Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "This path does not take that method",
     )
+    .with_detail(format!("allowed: {}", allow.to_str().unwrap_or_default()));
+    ([(axum::http::header::ALLOW, allow)], problem)
 }

@@ -762,6 +762,87 @@ async fn the_gateway_serves_its_openapi_document_and_metrics() {
     );
 }
 
+/// List routes take their filters and page from the query string, as the document says,
+/// and refuse a malformed or out-of-range value instead of replacing it with a default.
+#[tokio::test]
+async fn query_strings_are_read_strictly_as_documented() {
+    let api = Api::gateway();
+    let doc = api.get("/openapi.json", None).await;
+    let params = &doc.body["paths"]["/claims/me"]["get"]["parameters"];
+    for param in params.as_array().unwrap() {
+        assert_eq!(param["in"], "query", "{param}");
+        assert_eq!(param["required"], false, "{param}");
+    }
+    let user = api.new_user().await;
+    let ok = api
+        .get(
+            "/claims/me?page=1&size=100&status=PENDING",
+            Some(&user.access),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.body["size"], 100);
+    for bad in [
+        "size=abc",
+        "page=null",
+        "page=0",
+        "size=101",
+        "page=10001",
+        "status=LOST",
+        "from=yesterday",
+        "to=2026-13-01T00:00:00Z",
+    ] {
+        let reply = api
+            .get(&format!("/claims/me?{bad}"), Some(&user.access))
+            .await;
+        assert_eq!(reply.status, 400, "{bad}: {reply:?}");
+        assert_eq!(reply.body["code"], "invalid_query", "{bad}");
+        assert_eq!(
+            reply.headers["content-type"], "application/problem+json",
+            "{bad}"
+        );
+    }
+}
+
+/// A method a path does not take is a 405 that says which ones it does.
+#[tokio::test]
+async fn a_method_a_path_does_not_take_is_405_with_allow() {
+    let api = Api::gateway();
+    let reply = api.send(api.request(Method::PUT, "/events/some-id")).await;
+    assert_eq!(reply.status, 405, "{reply:?}");
+    assert_eq!(reply.body["code"], "method_not_allowed");
+    assert_eq!(reply.headers["allow"], "GET, PATCH");
+}
+
+/// Bodies are JSON objects: an array is refused even where every field is optional (serde
+/// alone would read it as an empty object), and so is a nested filter given as an array.
+#[tokio::test]
+async fn bodies_and_nested_objects_must_be_json_objects() {
+    let api = Api::gateway();
+    let user = api.new_user().await;
+    let reply = api
+        .call(
+            Method::PATCH,
+            "/users/me",
+            Some(&user.access),
+            Some(json!([])),
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{reply:?}");
+    assert_eq!(reply.body["errors"][0]["field"], "body");
+    let operator = api.user_with_roles(&["OPERATOR"]).await;
+    let event = json!({
+        "name": "shapes",
+        "startsAt": "2026-01-01T00:00:00Z",
+        "endsAt": "2026-02-01T00:00:00Z",
+        "condition": { "metric": "ITEM_USED", "op": ">=", "value": 1, "filter": [] },
+    });
+    let reply = api
+        .call(Method::POST, "/events", Some(&operator.access), Some(event))
+        .await;
+    assert_eq!(reply.status, 422, "{reply:?}");
+}
+
 /// 32 hex digits, unique to this call.
 fn uuid_hex() -> String {
     let name = unique("trace");

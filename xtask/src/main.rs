@@ -364,7 +364,9 @@ async fn test(
                     .status() => status.context("running cargo test")?,
                 signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
             };
-            Ok(status.success())
+            // The OpenAPI contract, checked from outside by a fuzzer; not with a test filter.
+            let contract = cargo_args.is_empty() && contract(instance).await?;
+            Ok(status.success() && (contract || !cargo_args.is_empty()))
         })
         .await?;
     let mut passed = suite;
@@ -384,6 +386,25 @@ async fn test(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Runs `tests/contract/run` (schemathesis, once per role) against `instance`; its JUnit
+/// reports are kept with the instance's logs.
+async fn contract(instance: &Instance) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let script = workspace_root().join("tests/contract/run");
+    let report = instance.dirs.logs().join("contract");
+    let status = tokio::select! {
+        status = tokio::process::Command::new(&script)
+            .kill_on_drop(true)
+            .arg("--report-dir")
+            .arg(&report)
+            .envs(instance.test_env())
+            .status() => status.with_context(|| format!("running {}", script.display()))?,
+        signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+    };
+    println!("contract checks took {:.1?}", started.elapsed());
+    Ok(status.success())
 }
 
 /// The short chaos run CI makes in each topology: a fixed seed; in a single instance the

@@ -7,9 +7,20 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterRequest {
+    /// Stored lower-cased; unique among accounts.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@.\s\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@.\s\x00-\x1f\x7f-\x9f]$"
+    )]
     pub email: String,
-    /// At least 8 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
+    /// Stored trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub nickname: String,
 }
 
@@ -53,6 +64,7 @@ pub struct User {
     pub id: String,
     pub email: String,
     pub nickname: String,
+    #[schema(value_type = Vec<AssignableRole>)]
     pub roles: Vec<Role>,
     pub status: UserStatus,
     pub created_at: String,
@@ -65,7 +77,14 @@ pub struct User {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateMeRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub nickname: Option<String>,
+    /// Needs `currentPassword`.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: Option<String>,
     pub current_password: Option<String>,
 }
@@ -73,17 +92,40 @@ pub struct UpdateMeRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SetRolesRequest {
-    /// At least one of USER, OPERATOR, AUDITOR, ADMIN.
-    pub roles: Vec<Role>,
+    /// The roles the user has from now on (repeats are ignored).
+    #[schema(min_items = 1)]
+    pub roles: Vec<AssignableRole>,
+}
+
+/// A role an administrator can give: every [`Role`] but the services' own SYSTEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AssignableRole {
+    User,
+    Operator,
+    Auditor,
+    Admin,
+}
+
+impl From<AssignableRole> for Role {
+    fn from(role: AssignableRole) -> Self {
+        match role {
+            AssignableRole::User => Role::User,
+            AssignableRole::Operator => Role::Operator,
+            AssignableRole::Auditor => Role::Auditor,
+            AssignableRole::Admin => Role::Admin,
+        }
+    }
 }
 
 /// Filters of the admin user list.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(default)]
+#[into_params(parameter_in = Query)]
 pub struct UserFilter {
     /// Exact email (case-insensitive).
     pub email: Option<String>,
-    pub role: Option<Role>,
+    pub role: Option<AssignableRole>,
     pub status: Option<UserStatus>,
 }
 

@@ -8,12 +8,185 @@ use crate::dlq::*;
 use crate::events::*;
 use crate::inventory::*;
 use crate::{Page, PageQuery, Problem};
+use serde_json::{Value, json};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-/// The public API as the gateway serves it.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The public API as the gateway serves it: the operations declared below, completed by
+/// [`complete`] with what the annotations cannot say.
+pub fn openapi() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+    complete(&mut doc);
+    doc
+}
+
+/// What every operation can answer besides its own responses, the nesting limit of
+/// conditions, and the rules JSON Schema can state but the derive cannot.
+fn complete(doc: &mut Value) {
+    for item in doc["paths"].as_object_mut().expect("paths").values_mut() {
+        for operation in item.as_object_mut().expect("path item").values_mut() {
+            add_common_responses(operation);
+        }
+    }
+    let schemas = doc["components"]["schemas"]
+        .as_object_mut()
+        .expect("schemas");
+    split_leaves_by_metric(schemas);
+    nest_conditions(schemas);
+    let rewards = &mut schemas["CreateRewardRequest"];
+    rewards["discriminator"] = json!({ "propertyName": "type" });
+    for variant in rewards["oneOf"].as_array_mut().expect("oneOf") {
+        variant["additionalProperties"] = json!(false);
+    }
+    // A new password comes with the current one.
+    schemas["UpdateMeRequest"]["if"] = json!({
+        "properties": { "password": { "type": "string" } },
+        "required": ["password"],
+    });
+    schemas["UpdateMeRequest"]["then"] = json!({
+        "properties": { "currentPassword": { "type": "string" } },
+        "required": ["currentPassword"],
+    });
+}
+
+/// A `problem+json` response, described by the codes it can carry.
+fn problem(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {
+            "application/problem+json": {
+                "schema": { "$ref": "#/components/schemas/Problem" }
+            }
+        }
+    })
+}
+
+/// Adds the answers that do not depend on the operation's purpose: those of the gateway
+/// (authentication, body limits, upstream failures) and of the shared request handling
+/// (malformed bodies and query strings). An operation's own description of a status wins.
+fn add_common_responses(operation: &mut Value) {
+    let parameters = operation["parameters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let has = |place: &str| parameters.iter().any(|p| p["in"] == place);
+    let secured = operation.get("security").is_some();
+    let body = operation.get("requestBody").is_some();
+    let mut common: Vec<(&str, &str)> = Vec::new();
+    match (body, has("query")) {
+        (true, true) => common.push((
+            "400",
+            "`malformed_json`, `body_unreadable`, `invalid_query`",
+        )),
+        (true, false) => common.push(("400", "`malformed_json`, `body_unreadable`")),
+        (false, true) => common.push(("400", "`invalid_query`")),
+        (false, false) => {}
+    }
+    if secured {
+        common.push((
+            "401",
+            "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`",
+        ));
+        common.push(("403", "`forbidden`: the caller's roles do not allow this"));
+    }
+    if has("path") {
+        common.push(("404", "The resource does not exist"));
+    }
+    if body {
+        common.push(("408", "`body_timeout`: the body did not arrive in time"));
+        common.push(("413", "`payload_too_large`"));
+        common.push((
+            "415",
+            "`unsupported_media_type`: send `Content-Type: application/json`",
+        ));
+        common.push(("422", "`validation_failed`, with `errors[].field`"));
+    }
+    common.push((
+        "502",
+        "`upstream_unavailable`: the service behind the route is down",
+    ));
+    common.push((
+        "503",
+        "`database_unavailable`, `dependency_unavailable`, `auth_unavailable`, `busy`, \
+         `starting`: try again after `Retry-After`",
+    ));
+    common.push(("504", "`upstream_timeout`"));
+    let responses = operation["responses"].as_object_mut().expect("responses");
+    for (status, description) in common {
+        responses
+            .entry(status)
+            .or_insert_with(|| problem(description));
+    }
+}
+
+/// A leaf's `filter` may name only what its metric counts: a quest for QUEST_COMPLETED, an
+/// item for ITEM_ACQUIRED and ITEM_USED, nothing for the others (each key may still be
+/// present as `null`). One branch per family of metrics says so.
+fn split_leaves_by_metric(schemas: &mut serde_json::Map<String, Value>) {
+    let derived = schemas["Leaf"].clone();
+    let code = |key: &str| schemas["LeafFilter"]["properties"][key].clone();
+    let families: [(&[&str], Option<&str>); 3] = [
+        (&["LOGIN_DAYS", "LOGIN_STREAK", "LEVEL"], None),
+        (&["QUEST_COMPLETED"], Some("questId")),
+        (&["ITEM_ACQUIRED", "ITEM_USED"], Some("itemCode")),
+    ];
+    let branches: Vec<Value> = families
+        .iter()
+        .map(|(metrics, named)| {
+            let mut properties =
+                json!({ "questId": { "type": "null" }, "itemCode": { "type": "null" } });
+            if let Some(key) = named {
+                properties[*key] = code(key);
+            }
+            let mut branch = derived.clone();
+            branch
+                .as_object_mut()
+                .expect("object")
+                .remove("description");
+            branch["properties"]["metric"] = json!({ "type": "string", "enum": metrics });
+            branch["properties"]["filter"] = json!({
+                "type": ["object", "null"],
+                "properties": properties,
+                "additionalProperties": false,
+            });
+            branch
+        })
+        .collect();
+    schemas.insert(
+        "Leaf".to_owned(),
+        json!({ "description": derived["description"], "oneOf": branches }),
+    );
+}
+
+/// Conditions nest at most [`MAX_CONDITION_DEPTH`] levels: `Condition` is the first level,
+/// `Condition2` the second, and so on; the last level holds leaves only. Each level has
+/// the shape the derive gives `Condition` (`all`, `any` or a leaf).
+fn nest_conditions(schemas: &mut serde_json::Map<String, Value>) {
+    let derived = schemas["Condition"].clone();
+    let level = |depth: usize| match depth {
+        1 => "Condition".to_owned(),
+        n => format!("Condition{n}"),
+    };
+    for depth in 1..MAX_CONDITION_DEPTH {
+        let mut schema = derived.clone();
+        let child = format!("#/components/schemas/{}", level(depth + 1));
+        for branch in schema["oneOf"].as_array_mut().expect("oneOf") {
+            let Some(properties) = branch.get_mut("properties") else {
+                continue;
+            };
+            for key in ["all", "any"] {
+                if let Some(items) = properties.get_mut(key) {
+                    items["items"] = json!({ "$ref": child });
+                }
+            }
+            branch["additionalProperties"] = json!(false);
+        }
+        schemas.insert(level(depth), schema);
+    }
+    let mut deepest = derived;
+    deepest["description"] = json!("The last level of a condition: a leaf.");
+    deepest["oneOf"] = json!([{ "$ref": "#/components/schemas/Leaf" }]);
+    schemas.insert(level(MAX_CONDITION_DEPTH), deepest);
 }
 
 #[derive(OpenApi)]
@@ -144,19 +317,23 @@ fn get_user() {}
     description = "ADMIN. Ends the user's outstanding access tokens.",
     params(("id" = String, Path)),
     request_body = SetRolesRequest,
-    responses((status = 200, body = User), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 200, body = User),
+        (status = 409, description = "`account_deleted`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ))]
 fn set_roles() {}
 
 #[utoipa::path(post, path = "/users/{id}/ban", tag = "users", security(("bearer" = [])),
     description = "ADMIN. The user can no longer sign in; outstanding tokens stop working.",
     params(("id" = String, Path)),
-    responses((status = 200, body = User)))]
+    responses((status = 200, body = User), (status = 409, description = "`account_deleted`", body = Problem, content_type = "application/problem+json")))]
 fn ban() {}
 
 #[utoipa::path(post, path = "/users/{id}/unban", tag = "users", security(("bearer" = [])),
     description = "ADMIN.",
     params(("id" = String, Path)),
-    responses((status = 200, body = User)))]
+    responses((status = 200, body = User), (status = 409, description = "`account_deleted`", body = Problem, content_type = "application/problem+json")))]
 fn unban() {}
 
 #[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = [])),
@@ -194,7 +371,7 @@ fn get_event() {}
     responses(
         (status = 200, body = Event),
         (status = 404, description = "`event_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`event_active` (condition change), `event_ended`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`event_active` (condition change), `event_ended`, `concurrent_change`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn update_event() {}
@@ -205,7 +382,7 @@ fn update_event() {}
     request_body = SetStatusRequest,
     responses(
         (status = 200, body = Event),
-        (status = 409, description = "`invalid_transition`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`, `concurrent_change`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn set_event_status() {}
 
@@ -216,6 +393,7 @@ fn set_event_status() {}
     responses(
         (status = 201, body = Reward),
         (status = 404, description = "`event_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`event_ended`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn create_reward() {}
@@ -233,7 +411,7 @@ fn list_rewards() {}
     responses(
         (status = 200, body = Reward),
         (status = 404, description = "`reward_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`stock_below_reserved`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`stock_below_reserved`, `concurrent_change`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn update_reward() {}
 
@@ -248,7 +426,8 @@ fn my_progress() {}
                    original claim. Reserves one unit of stock and commands the grant; the claim is \
                    PENDING until fulfillment answers.",
     params(("id" = String, Path), ("rewardId" = String, Path),
-           ("Idempotency-Key" = String, Header, description = "1 to 128 visible ASCII characters, unique per intended claim")),
+           ("Idempotency-Key" = String, Header, pattern = r"^[\x21-\x7e]{1,128}$",
+            description = "1 to 128 visible ASCII characters, unique per intended claim")),
     request_body(content = Option<ClaimRequest>, description = "Optional"),
     responses(
         (status = 202, description = "Accepted: PENDING", body = Claim),
@@ -286,7 +465,7 @@ fn list_claims() {}
 
 #[utoipa::path(get, path = "/claims/me", tag = "claims", security(("bearer" = [])),
     description = "Any signed-in user: their own claims.",
-    params(ClaimFilter, PageQuery),
+    params(MyClaimFilter, PageQuery),
     responses((status = 200, body = Page<Claim>)))]
 fn list_my_claims() {}
 
@@ -310,7 +489,7 @@ fn replay_dead_letter() {}
 
 #[utoipa::path(post, path = "/dead-letters/event/replay", tag = "dead-letters", security(("bearer" = [])),
     description = "ADMIN. Replays every NEW dead letter (of one topic, if given).",
-    request_body(content = ReplayAllRequest, description = "Optional."),
+    request_body(content = Option<ReplayAllRequest>, description = "Optional."),
     responses((status = 200, body = ReplayAllResponse)))]
 fn replay_dead_letters() {}
 
@@ -341,6 +520,7 @@ fn fulfillment_replay_dead_letter() {}
 
 #[utoipa::path(post, path = "/dead-letters/reward-fulfillment/replay", tag = "dead-letters", security(("bearer" = [])),
     description = "ADMIN. Every pending dead letter (optionally of one topic).",
+    request_body(content = Option<ReplayAllRequest>, description = "Optional."),
     responses((status = 200, body = ReplayAllResponse)))]
 fn fulfillment_replay_dead_letters() {}
 
@@ -350,3 +530,82 @@ fn fulfillment_replay_dead_letters() {}
     request_body = DiscardRequest,
     responses((status = 200, body = DeadLetterView)))]
 fn fulfillment_discard_dead_letter() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operations(doc: &Value) -> Vec<(String, &Value)> {
+        doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .iter()
+                    .map(move |(method, op)| (format!("{method} {path}"), op))
+            })
+            .collect()
+    }
+
+    /// Path parameters are exactly the `{names}` of the path; everything else is a query
+    /// parameter or a header, and optional unless the operation cannot do without it.
+    #[test]
+    fn parameters_are_where_the_path_says() {
+        let doc = openapi();
+        for (name, op) in operations(&doc) {
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let in_path = name.contains(&format!("{{{}}}", param["name"].as_str().unwrap()));
+                assert_eq!(param["in"] == "path", in_path, "{name}: {param}");
+                if param["in"] == "query" {
+                    assert_eq!(param["required"], false, "{name}: {param}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_operation_declares_the_answers_it_can_give() {
+        let doc = openapi();
+        for (name, op) in operations(&doc) {
+            let responses = op["responses"].as_object().unwrap();
+            let declares = |status: &str| responses.contains_key(status);
+            for status in ["502", "503", "504"] {
+                assert!(declares(status), "{name} lacks {status}");
+            }
+            if op.get("security").is_some() {
+                assert!(declares("401") && declares("403"), "{name}");
+            }
+            if op.get("requestBody").is_some() {
+                for status in ["400", "408", "413", "415", "422"] {
+                    assert!(declares(status), "{name} lacks {status}");
+                }
+            }
+            for (status, response) in responses {
+                if status.starts_with(['4', '5']) {
+                    assert!(
+                        response["content"]["application/problem+json"].is_object(),
+                        "{name} {status} is not problem+json"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conditions_nest_four_levels_and_the_last_is_leaves_only() {
+        let doc = openapi();
+        let schemas = &doc["components"]["schemas"];
+        let child_of =
+            |level: &str| schemas[level]["oneOf"][0]["properties"]["all"]["items"]["$ref"].clone();
+        assert_eq!(child_of("Condition"), "#/components/schemas/Condition2");
+        assert_eq!(child_of("Condition3"), "#/components/schemas/Condition4");
+        assert_eq!(
+            schemas["Condition4"]["oneOf"],
+            json!([{ "$ref": "#/components/schemas/Leaf" }])
+        );
+        let leaf_families = schemas["Leaf"]["oneOf"].as_array().unwrap().len();
+        assert_eq!(leaf_families, 3);
+    }
+}

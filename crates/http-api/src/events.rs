@@ -1,5 +1,6 @@
 //! Events, their conditions, and claims: bodies of the event service's routes.
 
+use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -16,16 +17,19 @@ pub enum EventStatus {
     Ended,
 }
 
+/// How many levels a condition may nest, counting the leaves' level.
+pub const MAX_CONDITION_DEPTH: usize = 4;
+
 /// What a player must have done, as a tree: `all` / `any` of leaves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum Condition {
     All {
-        #[schema(no_recursion)]
+        #[schema(no_recursion, min_items = 1, max_items = 10)]
         all: Vec<Condition>,
     },
     Any {
-        #[schema(no_recursion)]
+        #[schema(no_recursion, min_items = 1, max_items = 10)]
         any: Vec<Condition>,
     },
     Leaf(Leaf),
@@ -37,9 +41,16 @@ pub enum Condition {
 pub struct Leaf {
     pub metric: Metric,
     /// Only `>=` for now.
+    #[schema(pattern = r"^>=$")]
     pub op: String,
+    #[serde(deserialize_with = "crate::de::integer")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub value: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::de::object"
+    )]
     pub filter: Option<LeafFilter>,
 }
 
@@ -63,21 +74,41 @@ pub enum Metric {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeafFilter {
+    /// QUEST_COMPLETED only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub quest_id: Option<String>,
+    /// ITEM_ACQUIRED and ITEM_USED only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub item_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateEventRequest {
+    /// Stored trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: String,
-    /// RFC 3339.
+    #[schema(format = DateTime)]
     pub starts_at: String,
-    /// RFC 3339; after `startsAt`.
+    /// After `startsAt`.
+    #[schema(format = DateTime)]
     pub ends_at: String,
     pub condition: Condition,
 }
@@ -100,10 +131,12 @@ pub struct Event {
 /// Filters of the event list.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(default, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct EventFilter {
     pub status: Option<EventStatus>,
-    /// Only events whose window contains this time (RFC 3339).
-    pub active_at: Option<String>,
+    /// Only events whose window contains this time.
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub active_at: Option<Timestamp>,
 }
 
 /// Changes to an event; absent fields stay as they are. The condition of an ACTIVE event
@@ -111,9 +144,18 @@ pub struct EventFilter {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateEventRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
+    #[schema(format = DateTime)]
     pub starts_at: Option<String>,
+    /// After `startsAt` (the new one, or the event's).
+    #[schema(format = DateTime)]
     pub ends_at: Option<String>,
     pub condition: Option<Condition>,
 }
@@ -136,23 +178,82 @@ pub enum RewardType {
     Coupon,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateRewardRequest {
-    #[serde(rename = "type")]
-    pub kind: RewardType,
-    /// POINT: points per grant (1 to 1,000,000).
-    pub amount: Option<i64>,
-    /// ITEM: the item granted.
-    pub item_code: Option<String>,
-    /// ITEM: how many per grant (1 to 10,000).
-    pub quantity: Option<i32>,
-    /// COUPON: the template coupon codes are issued from.
-    pub coupon_template: Option<String>,
-    /// Units that can be claimed in all; absent or null is unlimited.
-    pub total_stock: Option<i64>,
-    /// Claims one user may hold for this reward (default 1).
-    pub per_user_limit: Option<i32>,
+/// A new reward, by `type`: each type has the fields it needs and no others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", deny_unknown_fields)]
+pub enum CreateRewardRequest {
+    /// `amount` points per claim.
+    #[serde(rename_all = "camelCase")]
+    Point {
+        #[serde(deserialize_with = "crate::de::integer")]
+        #[schema(minimum = 1, maximum = 1_000_000)]
+        amount: i64,
+        /// Units that can be claimed in all; absent or null is unlimited.
+        #[serde(default, deserialize_with = "crate::de::optional_integer")]
+        #[schema(minimum = 0, maximum = 1_000_000_000)]
+        total_stock: Option<i64>,
+        /// Claims one user may hold for this reward (default 1).
+        #[serde(default, deserialize_with = "crate::de::optional_integer")]
+        #[schema(minimum = 1, maximum = 1_000)]
+        per_user_limit: Option<i32>,
+    },
+    /// `quantity` of `itemCode` per claim.
+    #[serde(rename_all = "camelCase")]
+    Item {
+        /// Stored trimmed.
+        #[schema(
+            min_length = 1,
+            max_length = 64,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )]
+        item_code: String,
+        #[serde(deserialize_with = "crate::de::integer")]
+        #[schema(minimum = 1, maximum = 10_000)]
+        quantity: i32,
+        #[serde(default, deserialize_with = "crate::de::optional_integer")]
+        #[schema(minimum = 0, maximum = 1_000_000_000)]
+        total_stock: Option<i64>,
+        #[serde(default, deserialize_with = "crate::de::optional_integer")]
+        #[schema(minimum = 1, maximum = 1_000)]
+        per_user_limit: Option<i32>,
+    },
+    /// One coupon per claim, with a unique code, from `couponTemplate`.
+    #[serde(rename_all = "camelCase")]
+    Coupon {
+        /// Stored trimmed.
+        #[schema(
+            min_length = 1,
+            max_length = 64,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+        )]
+        coupon_template: String,
+        #[serde(default, deserialize_with = "crate::de::optional_integer")]
+        #[schema(minimum = 0, maximum = 1_000_000_000)]
+        total_stock: Option<i64>,
+        #[serde(default, deserialize_with = "crate::de::optional_integer")]
+        #[schema(minimum = 1, maximum = 1_000)]
+        per_user_limit: Option<i32>,
+    },
+}
+
+impl CreateRewardRequest {
+    /// Units that can be claimed in all; `None` is unlimited.
+    pub fn total_stock(&self) -> Option<i64> {
+        match self {
+            Self::Point { total_stock, .. }
+            | Self::Item { total_stock, .. }
+            | Self::Coupon { total_stock, .. } => *total_stock,
+        }
+    }
+
+    /// Claims one user may hold, if given.
+    pub fn per_user_limit(&self) -> Option<i32> {
+        match self {
+            Self::Point { per_user_limit, .. }
+            | Self::Item { per_user_limit, .. }
+            | Self::Coupon { per_user_limit, .. } => *per_user_limit,
+        }
+    }
 }
 
 /// Changes to a reward. `totalStock` may grow, or shrink down to what is already reserved;
@@ -161,8 +262,10 @@ pub struct CreateRewardRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateRewardRequest {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000)]
     pub total_stock: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "crate::de::optional_integer")]
+    #[schema(minimum = 1, maximum = 1_000)]
     pub per_user_limit: Option<i32>,
 }
 
@@ -170,9 +273,9 @@ pub struct UpdateRewardRequest {
 fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
+    T: TryFrom<i64>,
 {
-    Option::<T>::deserialize(deserializer).map(Some)
+    crate::de::optional_integer(deserializer).map(Some)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -229,7 +332,8 @@ pub struct Progress {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimRequest {
-    /// Free text kept with the claim (at most 200 characters).
+    /// Free text kept with the claim.
+    #[schema(max_length = 200)]
     pub note: Option<String>,
 }
 
@@ -293,12 +397,89 @@ pub struct Claim {
 /// Filters of the staff claim list.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(default, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct ClaimFilter {
     pub user_id: Option<String>,
     pub event_id: Option<String>,
     pub status: Option<ClaimStatus>,
-    /// Claims made at or after this time (RFC 3339).
-    pub from: Option<String>,
-    /// Claims made before this time (RFC 3339).
-    pub to: Option<String>,
+    /// Claims made at or after this time.
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub from: Option<Timestamp>,
+    /// Claims made before this time.
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub to: Option<Timestamp>,
+}
+
+/// Filters of a player's own claim list.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(default, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct MyClaimFilter {
+    pub event_id: Option<String>,
+    pub status: Option<ClaimStatus>,
+    /// Claims made at or after this time.
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub from: Option<Timestamp>,
+    /// Claims made before this time.
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub to: Option<Timestamp>,
+}
+
+impl MyClaimFilter {
+    /// The staff filter that selects the same claims of `user_id`.
+    pub fn of(self, user_id: String) -> ClaimFilter {
+        ClaimFilter {
+            user_id: Some(user_id),
+            event_id: self.event_id,
+            status: self.status,
+            from: self.from,
+            to: self.to,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_branch_of_a_condition_takes_no_other_field() {
+        let leaf = json!({ "metric": "LEVEL", "op": ">=", "value": 1 });
+        assert!(serde_json::from_value::<Condition>(json!({ "all": [leaf] })).is_ok());
+        for bad in [
+            json!({ "all": [leaf], "any": [leaf] }),
+            json!({ "all": [leaf], "x": 1 }),
+        ] {
+            assert!(
+                serde_json::from_value::<Condition>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_reward_type_has_its_own_fields_and_no_others() {
+        let item = json!({ "type": "ITEM", "itemCode": "gem", "quantity": 2, "totalStock": 5 });
+        assert_eq!(
+            serde_json::from_value::<CreateRewardRequest>(item).unwrap(),
+            CreateRewardRequest::Item {
+                item_code: "gem".into(),
+                quantity: 2,
+                total_stock: Some(5),
+                per_user_limit: None,
+            }
+        );
+        for bad in [
+            json!({ "type": "ITEM", "quantity": 2 }),
+            json!({ "type": "POINT", "amount": 1, "itemCode": "gem" }),
+            json!({ "type": "COUPON" }),
+            json!({ "type": "BADGE" }),
+        ] {
+            assert!(
+                serde_json::from_value::<CreateRewardRequest>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -32,7 +32,7 @@ use mongo_kit::mongodb::{Collection, Database, IndexModel};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
-use service_kit::{Json, Problem, Query};
+use service_kit::{Json, OptionalJson, Problem, Query};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -240,7 +240,6 @@ impl DeadLetters {
         filter: &DeadLetterFilter,
         page: PageQuery,
     ) -> Result<Page<DeadLetterView>, DlqError> {
-        let page = page.clamped();
         let mut query = Document::new();
         if let Some(topic) = &filter.topic {
             query.insert("topic", topic);
@@ -556,23 +555,11 @@ async fn replay(
 async fn replay_all(
     State(state): State<DlqState>,
     identity: Identity,
-    body: axum::body::Bytes,
+    OptionalJson(request): OptionalJson<ReplayAllRequest>,
 ) -> Result<Json<ReplayAllResponse>, ApiError> {
     admin(&identity)?;
-    // The body is optional: none replays everything.
-    let request: ReplayAllRequest = if body.is_empty() {
-        ReplayAllRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                "The body is not valid JSON",
-            )
-            .with_detail(e.to_string())
-        })?
-    };
-    let topic = request.topic;
+    // No body replays every topic's letters.
+    let topic = request.and_then(|r| r.topic);
     let replayed = state
         .letters
         .replay_all(topic.as_deref(), &identity.sub)
@@ -588,10 +575,12 @@ async fn discard(
     Json(request): Json<DiscardRequest>,
 ) -> Result<Json<DeadLetterView>, ApiError> {
     admin(&identity)?;
-    if request.reason.trim().is_empty() {
-        return Err(
-            Problem::validation(vec![service_kit::FieldError::new("reason", "say why")]).into(),
-        );
+    if !http_api::text::is_visible_text(&request.reason, DiscardRequest::MAX_REASON) {
+        return Err(Problem::validation(vec![service_kit::FieldError::new(
+            "reason",
+            "say why: 1 to 500 characters, not all blank, without control characters",
+        )])
+        .into());
     }
     state
         .letters

@@ -2,15 +2,17 @@
 //! offending field where serde can tell, instead of axum's plain-text ones.
 
 use crate::Problem;
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-/// `axum::Json`, with [`Problem`] rejections.
+/// `axum::Json`, with [`Problem`] rejections, for bodies that are JSON objects (every
+/// request body of the API is one; serde alone would also read a struct from an array).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -22,11 +24,89 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(problem_for(rejection)),
+        let (bytes, is_json) = read_body(req, state).await?;
+        if !is_json {
+            return Err(unsupported_media_type());
         }
+        if !starts_with(&bytes, b'{') {
+            return Err(not_an_object());
+        }
+        parse(&bytes).map(Json)
     }
+}
+
+/// A body that may be left out: nothing (or only whitespace), or `null`, is `None`; anything
+/// else is read as [`Json`] reads it.
+#[derive(Debug, Clone, Default)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (bytes, is_json) = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        if !is_json {
+            return Err(unsupported_media_type());
+        }
+        if !starts_with(&bytes, b'{') && !starts_with(&bytes, b'n') {
+            return Err(not_an_object());
+        }
+        parse(&bytes).map(OptionalJson)
+    }
+}
+
+/// The body, and whether its `Content-Type` says JSON (`application/json` or `+json`).
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<(Bytes, bool), Problem> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| {
+            m.type_() == "application" && (m.subtype() == "json" || m.suffix() == Some(mime::JSON))
+        });
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            payload_too_large()
+        } else {
+            Problem::new(
+                rejection.status(),
+                "unreadable_body",
+                "The body could not be read",
+            )
+            .with_detail(rejection.body_text())
+        }
+    })?;
+    Ok((bytes, is_json))
+}
+
+fn starts_with(bytes: &[u8], first: u8) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&first)
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    axum::Json::<T>::from_bytes(bytes)
+        .map(|axum::Json(value)| value)
+        .map_err(problem_for)
+}
+
+fn unsupported_media_type() -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "Send JSON with Content-Type: application/json",
+    )
+}
+
+fn not_an_object() -> Problem {
+    Problem::validation(vec![FieldError::new("body", "must be a JSON object")])
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {
@@ -48,11 +128,7 @@ fn problem_for(rejection: JsonRejection) -> Problem {
             "The body is not valid JSON",
         )
         .with_detail(text),
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Send JSON with Content-Type: application/json",
-        ),
+        JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(),
         other => Problem::new(
             other.status(),

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-pub use json::{FieldError, Json, Query};
+pub use json::{FieldError, Json, OptionalJson, Query};
 pub use problem::Problem;
 pub use shutdown::Shutdown;
 

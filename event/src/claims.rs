@@ -85,7 +85,7 @@ impl ClaimInput {
             .chain_update([0])
             .chain_update(body.as_bytes())
             .finalize();
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(digest)
     }
 }
 

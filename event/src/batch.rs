@@ -17,6 +17,7 @@
 //! transaction fails and the batch decides again from fresh reads.
 
 use crate::error::EventError;
+use crate::metrics as names;
 use crate::progress::{self, ProgressDoc, ProgressFolder};
 use crate::store::{ClaimDoc, EventDoc};
 use crate::users::UserState;
@@ -175,8 +176,8 @@ impl Inner {
         let started = std::time::Instant::now();
         let size = batch.len();
         let decided = self.decide_and_write(reward, &batch).await;
-        metrics::histogram!("claim_batch_size").record(size as f64);
-        metrics::histogram!("claim_batch_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(names::CLAIM_BATCH_SIZE).record(size as f64);
+        metrics::histogram!(names::CLAIM_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
         match decided {
             Ok(decisions) => {
                 for (pending, decision) in batch.into_iter().zip(decisions) {

@@ -16,6 +16,7 @@
 
 use crate::batch::{Batcher, Placed, limit_id};
 use crate::error::EventError;
+use crate::metrics as names;
 use crate::store::{ClaimDoc, RewardDoc, Step, Store};
 use contracts::{Envelope, GrantOutcome, GrantResultEvent, GrantRewardCommand};
 use http_api::events::{ClaimRequest, ClaimStatus, ClaimStep, RewardType};
@@ -196,7 +197,7 @@ impl Saga {
             Err(EventError::Undecided(_)) => "undecided",
             Err(_) => "error",
         };
-        metrics::counter!("claims_total", "result" => label).increment(1);
+        metrics::counter!(names::CLAIMS, "result" => label).increment(1);
         match placed? {
             Placed::New => Ok(Claimed::New(claim)),
             // A concurrent request with the same key got there first.
@@ -435,7 +436,7 @@ impl Saga {
                 Ok(())
             })
             .await?;
-        metrics::counter!("claims_recommanded_total").increment(1);
+        metrics::counter!(names::CLAIMS_COMMAND_RESENT).increment(1);
         Ok(())
     }
 
@@ -446,7 +447,7 @@ impl Saga {
 }
 
 fn failed_claim() {
-    metrics::counter!("claims_settled_total", "status" => "FAILED").increment(1);
+    metrics::counter!(names::CLAIMS_SETTLED, "status" => "FAILED").increment(1);
 }
 
 fn same_request(earlier: ClaimDoc, fingerprint: &str) -> Result<Claimed, EventError> {
@@ -516,7 +517,7 @@ impl GrantResults {
                 ));
                 claim.status = ClaimStatus::Succeeded;
                 messaging::consumer::on_commit(|| {
-                    metrics::counter!("claims_settled_total", "status" => "SUCCEEDED").increment(1);
+                    metrics::counter!(names::CLAIMS_SETTLED, "status" => "SUCCEEDED").increment(1);
                 });
                 Ok(Outcome::Repeatable)
             }
@@ -541,7 +542,7 @@ impl GrantResults {
                 // a fact). Loud, because timeouts are meant to be far longer than this.
                 tracing::error!(claim = %claim.id, "grant succeeded after the claim was compensated");
                 messaging::consumer::on_commit(|| {
-                    metrics::counter!("claims_late_success_total").increment(1);
+                    metrics::counter!(names::CLAIMS_LATE_SUCCESS).increment(1);
                 });
                 let steps = vec![
                     received,

@@ -61,7 +61,7 @@ impl AuthFailure {
             ),
         };
         let problem = Problem::new(status, code, title);
-        metrics::counter!("gateway_auth_failures_total", "code" => code).increment(1);
+        metrics::counter!(crate::metrics::AUTH_FAILURES, "code" => code).increment(1);
         problem
     }
 }

@@ -78,7 +78,8 @@ impl Grants {
         };
         let (kind, result) = (type_label(command.reward_type), outcome_label(outcome));
         messaging::consumer::on_commit(move || {
-            metrics::counter!("grants_total", "type" => kind, "outcome" => result).increment(1);
+            metrics::counter!(crate::metrics::GRANTS, "type" => kind, "outcome" => result)
+                .increment(1);
         });
         (grant, holding)
     }

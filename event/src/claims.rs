@@ -384,7 +384,7 @@ impl Saga {
 
     async fn retry_or_give_up(&self, claim: ClaimDoc) -> Result<(), EventError> {
         if claim.attempts < claim.max_attempts {
-            return self.recommand(&claim).await;
+            return self.resend_command(&claim).await;
         }
         let reason = format!("no grant result after {} attempts", claim.attempts);
         let mut session = self.client.start_session().await?;
@@ -404,13 +404,13 @@ impl Saga {
     }
 
     /// The same command again (same commandId: fulfillment grants at most once).
-    async fn recommand(&self, claim: &ClaimDoc) -> Result<(), EventError> {
+    async fn resend_command(&self, claim: &ClaimDoc) -> Result<(), EventError> {
         let attempt = claim.attempts + 1;
         let command = self.outbox_entry(claim, attempt).await?;
         let next =
             DateTime::from_millis(DateTime::now().timestamp_millis() + claim.result_timeout_ms);
         let step = to_bson(&Step::now(
-            ClaimStep::Recommanded,
+            ClaimStep::CommandResent,
             Some(format!("attempt {attempt}")),
         ))
         .map_err(|e| EventError::Internal(e.to_string()))?;

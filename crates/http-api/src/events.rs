@@ -240,8 +240,10 @@ pub enum ClaimStep {
     StockReserved,
     /// The grant command reached Kafka (one per attempt).
     CommandPublished,
-    /// No result in time: the same command sent again.
-    Recommanded,
+    /// No result in time: the same command sent again. Claims stored before this step had
+    /// its name may hold `RECOMMANDED`, which reads as this step.
+    #[serde(alias = "RECOMMANDED")]
+    CommandResent,
     ResultReceived,
     Completed,
     /// The grant failed or never answered: stock released, claim FAILED.
@@ -301,4 +303,19 @@ pub struct ClaimFilter {
     pub from: Option<String>,
     /// Claims made before this time (RFC 3339).
     pub to: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resent_step_is_written_command_resent_and_read_under_either_name() {
+        let written = serde_json::to_value(ClaimStep::CommandResent).unwrap();
+        assert_eq!(written, "COMMAND_RESENT");
+        for name in ["COMMAND_RESENT", "RECOMMANDED"] {
+            let read: ClaimStep = serde_json::from_value(name.into()).unwrap();
+            assert_eq!(read, ClaimStep::CommandResent, "{name}");
+        }
+    }
 }

@@ -22,7 +22,7 @@ use contracts::{Envelope, GrantOutcome, GrantResultEvent, GrantRewardCommand};
 use http_api::events::{ClaimRequest, ClaimStatus, ClaimStep, RewardType};
 use messaging::consumer::{Delivery, Handler, HandlerError, Outcome};
 use messaging::outbox::{Outbox, OutboxEntry};
-use mongo_kit::mongodb::bson::{DateTime, Document, doc, to_bson};
+use mongo_kit::mongodb::bson::{Bson, DateTime, Document, doc, to_bson};
 use mongo_kit::mongodb::options::IndexOptions;
 use mongo_kit::mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -143,7 +143,7 @@ impl Saga {
             )
             .await?;
         let overdue = IndexOptions::builder()
-            .partial_filter_expression(doc! { "status": "PENDING" })
+            .partial_filter_expression(doc! { "status": status(ClaimStatus::Pending) })
             .name("pending_by_next_check".to_owned())
             .build();
         self.claims
@@ -313,33 +313,57 @@ impl Saga {
         reason: &str,
         steps: Vec<Step>,
     ) -> Result<bool, mongo_kit::mongodb::error::Error> {
+        let set = doc! { "failureReason": reason };
+        self.apply(session, claim, Transition::COMPENSATE, set, steps)
+            .await
+    }
+
+    /// Succeeds a compensated (FAILED) claim whose grant succeeded after all, and takes back
+    /// what compensation gave back, even past the per-user limit (the grant is a fact).
+    /// Returns whether it was FAILED.
+    async fn reinstate(
+        &self,
+        session: &mut ClientSession,
+        claim: &ClaimDoc,
+        coupon_code: Option<String>,
+        steps: Vec<Step>,
+    ) -> Result<bool, mongo_kit::mongodb::error::Error> {
+        let set = doc! { "couponCode": coupon_code };
+        self.apply(session, claim, Transition::REINSTATE, set, steps)
+            .await
+    }
+
+    /// Moves `claim` by `transition` if it is still in the transition's `from` status, and
+    /// moves the reward's stock and the player's count with it. Returns whether it moved.
+    async fn apply(
+        &self,
+        session: &mut ClientSession,
+        claim: &ClaimDoc,
+        transition: Transition,
+        set: Document,
+        steps: Vec<Step>,
+    ) -> Result<bool, mongo_kit::mongodb::error::Error> {
         let steps = to_bson(&steps).map_err(mongo_kit::mongodb::error::Error::custom)?;
-        let failed = self
+        let (filter, update) = transition.claim_update(&claim.id, set, steps);
+        let moved = self
             .claims
-            .update_one(
-                doc! { "_id": &claim.id, "status": "PENDING" },
-                doc! {
-                    "$set": { "status": "FAILED", "failureReason": reason, "updatedAt": DateTime::now() },
-                    "$unset": { "nextCheckAt": "" },
-                    "$push": { "timeline": { "$each": steps } },
-                },
-            )
+            .update_one(filter, update)
             .session(&mut *session)
             .await?;
-        if failed.modified_count == 0 {
+        if moved.modified_count == 0 {
             return Ok(false);
         }
         self.rewards
             .update_one(
                 doc! { "_id": &claim.reward_id },
-                doc! { "$inc": { "reserved": -1 } },
+                doc! { "$inc": { "reserved": transition.held } },
             )
             .session(&mut *session)
             .await?;
         self.limits
             .update_one(
                 doc! { "_id": limit_id(&claim.user_id, &claim.reward_id) },
-                doc! { "$inc": { "count": -1 } },
+                doc! { "$inc": { "count": transition.held } },
             )
             .session(&mut *session)
             .await?;
@@ -367,7 +391,7 @@ impl Saga {
         use futures::TryStreamExt;
         let overdue: Vec<ClaimDoc> = self
             .claims
-            .find(doc! { "status": "PENDING", "nextCheckAt": { "$lte": DateTime::now() } })
+            .find(doc! { "status": status(ClaimStatus::Pending), "nextCheckAt": { "$lte": DateTime::now() } })
             .sort(doc! { "nextCheckAt": 1 })
             .limit(200)
             .await?
@@ -422,7 +446,7 @@ impl Saga {
                 // Only if no other instance re-sent it meanwhile.
                 let moved = claims
                     .update_one(
-                        doc! { "_id": &claim.id, "status": "PENDING", "attempts": claim.attempts },
+                        doc! { "_id": &claim.id, "status": status(ClaimStatus::Pending), "attempts": claim.attempts },
                         doc! {
                             "$set": { "attempts": attempt, "nextCheckAt": next, "updatedAt": DateTime::now() },
                             "$push": { "timeline": step.clone(), "commandMessageIds": &command.id },
@@ -448,6 +472,60 @@ impl Saga {
 
 fn failed_claim() {
     metrics::counter!(names::CLAIMS_SETTLED, "status" => "FAILED").increment(1);
+}
+
+/// A claim's status as stored.
+fn status(status: ClaimStatus) -> Bson {
+    to_bson(&status).expect("a unit variant always serialises")
+}
+
+/// A move of a claim from one status to another, with what it holds: the reward's stock and
+/// the player's count of the reward change by `held`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Transition {
+    from: ClaimStatus,
+    to: ClaimStatus,
+    held: i64,
+}
+
+impl Transition {
+    /// The grant succeeded: the claim keeps what it holds.
+    const COMPLETE: Self = Self {
+        from: ClaimStatus::Pending,
+        to: ClaimStatus::Succeeded,
+        held: 0,
+    };
+    /// The grant failed or never answered: the claim gives back what it held.
+    const COMPENSATE: Self = Self {
+        from: ClaimStatus::Pending,
+        to: ClaimStatus::Failed,
+        held: -1,
+    };
+    /// The grant succeeded after all: the compensated claim takes back what it gave back.
+    const REINSTATE: Self = Self {
+        from: ClaimStatus::Failed,
+        to: ClaimStatus::Succeeded,
+        held: 1,
+    };
+
+    /// The filter and update that move claim `claim_id` if it is still `from`: its status
+    /// becomes `to`, with `set`, and `steps` join its timeline. A claim that leaves PENDING
+    /// has no next check; one that leaves FAILED has no failure reason.
+    fn claim_update(self, claim_id: &str, mut set: Document, steps: Bson) -> (Document, Document) {
+        set.insert("status", status(self.to));
+        set.insert("updatedAt", DateTime::now());
+        let unset = match self.from {
+            ClaimStatus::Pending => "nextCheckAt",
+            ClaimStatus::Failed | ClaimStatus::Succeeded => "failureReason",
+        };
+        let filter = doc! { "_id": claim_id, "status": status(self.from) };
+        let update = doc! {
+            "$set": set,
+            "$unset": { unset: "" },
+            "$push": { "timeline": { "$each": steps } },
+        };
+        (filter, update)
+    }
 }
 
 fn same_request(earlier: ClaimDoc, fingerprint: &str) -> Result<Claimed, EventError> {
@@ -502,19 +580,9 @@ impl GrantResults {
             (ClaimStatus::Pending, GrantOutcome::Succeeded) => {
                 let steps = vec![received, Step::now(ClaimStep::Completed, None)];
                 let steps = to_bson(&steps).map_err(|e| HandlerError::Retryable(e.to_string()))?;
-                succeeded.push(mongo_kit::update_statement(
-                    doc! { "_id": &claim.id, "status": "PENDING" },
-                    doc! {
-                        "$set": {
-                            "status": "SUCCEEDED",
-                            "couponCode": result.coupon_code.clone(),
-                            "updatedAt": DateTime::now(),
-                        },
-                        "$unset": { "nextCheckAt": "" },
-                        "$push": { "timeline": { "$each": steps } },
-                    },
-                    false,
-                ));
+                let set = doc! { "couponCode": result.coupon_code.clone() };
+                let (filter, update) = Transition::COMPLETE.claim_update(&claim.id, set, steps);
+                succeeded.push(mongo_kit::update_statement(filter, update, false));
                 claim.status = ClaimStatus::Succeeded;
                 messaging::consumer::on_commit(|| {
                     metrics::counter!(names::CLAIMS_SETTLED, "status" => "SUCCEEDED").increment(1);
@@ -548,32 +616,9 @@ impl GrantResults {
                     received,
                     Step::now(ClaimStep::Completed, Some("late result".into())),
                 ];
-                let steps = to_bson(&steps).map_err(|e| HandlerError::Retryable(e.to_string()))?;
-                let saga = &self.saga;
-                saga.claims
-                    .update_one(
-                        doc! { "_id": &claim.id, "status": "FAILED" },
-                        doc! {
-                            "$set": { "status": "SUCCEEDED", "couponCode": result.coupon_code.clone(), "updatedAt": DateTime::now() },
-                            "$unset": { "failureReason": "" },
-                            "$push": { "timeline": { "$each": steps } },
-                        },
-                    )
-                    .session(&mut *session)
-                    .await?;
-                saga.rewards
-                    .update_one(
-                        doc! { "_id": &claim.reward_id },
-                        doc! { "$inc": { "reserved": 1 } },
-                    )
-                    .session(&mut *session)
-                    .await?;
-                saga.limits
-                    .update_one(
-                        doc! { "_id": limit_id(&claim.user_id, &claim.reward_id) },
-                        doc! { "$inc": { "count": 1 } },
-                    )
-                    .session(&mut *session)
+                let coupon_code = result.coupon_code.clone();
+                self.saga
+                    .reinstate(session, claim, coupon_code, steps)
                     .await?;
                 claim.status = ClaimStatus::Succeeded;
                 Ok(Outcome::Repeatable)
@@ -636,6 +681,46 @@ mod tests {
                 note: note.map(str::to_owned),
             },
         }
+    }
+
+    #[test]
+    fn compensate_and_reinstate_move_a_claim_and_its_holdings_in_opposite_directions() {
+        let (compensate, reinstate) = (Transition::COMPENSATE, Transition::REINSTATE);
+        assert_eq!(compensate.to, reinstate.from);
+        assert_eq!(compensate.held + reinstate.held, 0);
+        assert_eq!(reinstate.to, Transition::COMPLETE.to);
+        assert_eq!(Transition::COMPLETE.held, 0);
+    }
+
+    #[test]
+    fn a_transition_updates_only_a_claim_still_in_its_from_status() {
+        let steps = to_bson(&vec![Step::now(ClaimStep::Compensated, None)]).unwrap();
+        let set = doc! { "failureReason": "no" };
+        let (filter, update) = Transition::COMPENSATE.claim_update("c1", set, steps.clone());
+        assert_eq!(filter, doc! { "_id": "c1", "status": "PENDING" });
+        let fields = update.get_document("$set").unwrap();
+        assert_eq!(fields.get_str("status"), Ok("FAILED"));
+        assert_eq!(fields.get_str("failureReason"), Ok("no"));
+        assert!(fields.get_datetime("updatedAt").is_ok());
+        assert_eq!(
+            update.get_document("$unset"),
+            Ok(&doc! { "nextCheckAt": "" })
+        );
+        assert_eq!(
+            update.get_document("$push"),
+            Ok(&doc! { "timeline": { "$each": steps.clone() } })
+        );
+
+        let set = doc! { "couponCode": "C-1" };
+        let (filter, update) = Transition::REINSTATE.claim_update("c1", set, steps);
+        assert_eq!(filter, doc! { "_id": "c1", "status": "FAILED" });
+        let fields = update.get_document("$set").unwrap();
+        assert_eq!(fields.get_str("status"), Ok("SUCCEEDED"));
+        assert_eq!(fields.get_str("couponCode"), Ok("C-1"));
+        assert_eq!(
+            update.get_document("$unset"),
+            Ok(&doc! { "failureReason": "" })
+        );
     }
 
     #[test]

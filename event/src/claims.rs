@@ -108,6 +108,8 @@ pub struct Saga {
     limits: Collection<Document>,
     outbox: Outbox,
     batcher: Batcher,
+    /// Ends the claim batches' tasks (see [`Self::run_timeouts`]).
+    stop_batches: CancellationToken,
     config: SagaConfig,
 }
 
@@ -119,8 +121,10 @@ impl Saga {
         outbox: Outbox,
         config: SagaConfig,
     ) -> Self {
+        let stop_batches = CancellationToken::new();
         Self {
-            batcher: Batcher::new(client.clone(), db, outbox.clone()),
+            batcher: Batcher::new(client.clone(), db, outbox.clone(), stop_batches.clone()),
+            stop_batches,
             client,
             db: db.clone(),
             store,
@@ -371,8 +375,10 @@ impl Saga {
     }
 
     /// Re-sends the commands of claims whose result is overdue, or gives up on them, every
-    /// `check_interval_ms` until `stop`.
+    /// `check_interval_ms` until `stop`. Then it stops the claim batches' tasks too: each
+    /// ends once its queue is empty.
     pub async fn run_timeouts(self, stop: CancellationToken) {
+        let _stop_batches = self.stop_batches.clone().drop_guard();
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.check_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

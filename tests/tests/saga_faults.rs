@@ -209,8 +209,6 @@ async fn an_unanswered_claim_is_resent_then_compensated_and_its_expired_commands
     let state = reward_state(&api, &operator.access, &event, &reward).await;
     assert_eq!(state["reserved"].as_i64(), Some(0), "stock released");
 
-    // Fulfillment comes back and works through three copies of one command: one grant, and
-    // the claim follows the grant.
     // Fulfillment comes back to three copies of a command whose claim was given up on: the
     // command has expired, so each is answered FAILED and nothing is granted.
     drop(frozen);

@@ -36,7 +36,7 @@ pub enum Condition {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Leaf {
     pub metric: Metric,
-    /// Only `>=` for now.
+    /// Always `>=`: the only comparison conditions support (any other is refused).
     pub op: String,
     pub value: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@
 
 pub mod config;
 mod error;
+pub mod metrics;
 pub mod passwords;
 mod routes;
 mod store;
@@ -58,6 +59,7 @@ pub struct Application;
 
 impl Application {
     pub async fn build(config: Config) -> Result<App, StartupError> {
+        crate::metrics::describe_metrics();
         let deps = Deps::connect(&config.deps, SPEC.name).await?;
         let identity = IdentityKey::from_config(&config.internal)?;
         let outbox = Outbox::new(deps.mongo.db(), deps.registry.clone(), SPEC.name);

@@ -54,7 +54,7 @@ async fn register(
     let hash = state.passwords.hash(request.password).await?;
     let user = UserDoc::new(email, hash, nickname, vec![Role::User]);
     state.store.insert_user(&user).await?;
-    metrics::counter!("auth_registrations_total").increment(1);
+    metrics::counter!(crate::metrics::REGISTRATIONS).increment(1);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/users/{}", user.id))],
@@ -85,7 +85,7 @@ async fn login(
         Err(AuthError::Banned) => "banned",
         Err(_) => "invalid",
     };
-    metrics::counter!("auth_logins_total", "outcome" => outcome).increment(1);
+    metrics::counter!(crate::metrics::LOGINS, "outcome" => outcome).increment(1);
     issue_session(&state, &result?).await.map(Json)
 }
 

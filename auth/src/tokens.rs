@@ -81,10 +81,7 @@ pub fn new_refresh_token() -> (String, String) {
 
 /// Refresh tokens are stored hashed: a leaked database does not leak live sessions.
 pub fn hash_refresh_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 #[cfg(test)]

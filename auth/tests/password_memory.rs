@@ -1,7 +1,7 @@
 //! Argon2 at its production cost (19 MiB per hash) under a burst of concurrent sign-ups and
 //! sign-ins: at most one buffer per core is alive at a time, and the buffers go back to the
-//! OS afterwards instead of staying in the allocator's arenas (which is how the service once
-//! sat at 1.4 GiB after a mass registration).
+//! OS afterwards instead of staying in the allocator's arenas (where a mass registration
+//! leaves the service at about 1.4 GiB).
 //!
 //! A test binary of its own: the figures are the whole process's, so nothing else may run in
 //! it.

@@ -7,7 +7,9 @@
 //! claims/s with a p99 of 9 s. So each reward gets one task in this process that takes
 //! whatever claims are waiting, checks them together, and commits them with one stock
 //! update: while one batch commits, the next one gathers. Nothing waits for a batch to
-//! fill; a lone claim goes alone.
+//! fill; a lone claim goes alone. A reward's task ends after [`LANE_IDLE`] without claims,
+//! or once the service stops and its queue is empty (see [`Lanes`]); the reward's next
+//! claim starts a new one.
 //!
 //! A batch costs a handful of round trips however many claims it holds: one parallel round
 //! of reads (earlier claims with the same keys, per-user counts, the stock, the event, the
@@ -17,6 +19,7 @@
 //! transaction fails and the batch decides again from fresh reads.
 
 use crate::error::EventError;
+use crate::metrics as names;
 use crate::progress::{self, ProgressDoc, ProgressFolder};
 use crate::store::{ClaimDoc, EventDoc};
 use crate::users::UserState;
@@ -28,10 +31,14 @@ use mongo_kit::mongodb::error::Error;
 use mongo_kit::mongodb::{Client, ClientSession, Collection, Database};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// Most claims committed in one transaction.
 const MAX_BATCH: usize = 256;
+/// How long a reward's task waits for claims before it ends.
+pub const LANE_IDLE: Duration = Duration::from_secs(60);
 
 /// A claim ready to be reserved: checked against the event, the condition and the user.
 pub struct Pending {
@@ -85,11 +92,12 @@ struct Inner {
     users: Collection<UserState>,
     progress: ProgressFolder,
     outbox: Outbox,
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
+    lanes: Arc<Lanes<Pending>>,
 }
 
 impl Batcher {
-    pub fn new(client: Client, db: &Database, outbox: Outbox) -> Self {
+    /// The reward's tasks end once `stop` is cancelled and their queues are empty.
+    pub fn new(client: Client, db: &Database, outbox: Outbox, stop: CancellationToken) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client,
@@ -101,7 +109,7 @@ impl Batcher {
                 users: db.collection("user_states"),
                 progress: ProgressFolder::new(db),
                 outbox,
-                queues: Mutex::new(HashMap::new()),
+                lanes: Arc::new(Lanes::new(LANE_IDLE, stop)),
             }),
         }
     }
@@ -114,50 +122,34 @@ impl Batcher {
             command,
             reply,
         };
-        self.queue(pending);
+        let reward = pending.claim.reward_id.clone();
+        let inner = self.inner.clone();
+        self.inner
+            .lanes
+            .send(&reward, pending, |lane| inner.run(lane));
         verdict
             .await
             .map_err(|_| EventError::Internal("the claim batch was dropped".into()))?
     }
-
-    fn queue(&self, pending: Pending) {
-        let reward = pending.claim.reward_id.clone();
-        let mut queues = self
-            .inner
-            .queues
-            .lock()
-            .expect("the queue map is never poisoned");
-        let sender = queues.entry(reward.clone()).or_insert_with(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            let inner = self.inner.clone();
-            tokio::spawn(async move { inner.run(reward, receiver).await });
-            sender
-        });
-        if let Err(mpsc::error::SendError(pending)) = sender.send(pending) {
-            // The reward's task ended (it never does on purpose); start another.
-            queues.remove(&pending.claim.reward_id);
-            drop(queues);
-            self.queue(pending);
-        }
-    }
 }
 
 impl Inner {
-    /// One reward's claims, a batch at a time, for as long as the service runs.
-    async fn run(self: Arc<Self>, reward: String, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    /// One reward's claims, a batch at a time, until its lane ends.
+    async fn run(self: Arc<Self>, mut lane: Lane<Pending>) {
+        let reward = lane.key().to_owned();
         let mut held: Vec<Pending> = Vec::new();
         loop {
             let mut batch = std::mem::take(&mut held);
             if batch.is_empty() {
-                match queue.recv().await {
+                match lane.next().await {
                     Some(first) => batch.push(first),
                     None => return,
                 }
             }
             while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+                match lane.try_next() {
+                    Some(next) => batch.push(next),
+                    None => break,
                 }
             }
             // One claim per user per transaction: a second claim of the same user waits
@@ -175,8 +167,8 @@ impl Inner {
         let started = std::time::Instant::now();
         let size = batch.len();
         let decided = self.decide_and_write(reward, &batch).await;
-        metrics::histogram!("claim_batch_size").record(size as f64);
-        metrics::histogram!("claim_batch_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(names::CLAIM_BATCH_SIZE).record(size as f64);
+        metrics::histogram!(names::CLAIM_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
         match decided {
             Ok(decisions) => {
                 for (pending, decision) in batch.into_iter().zip(decisions) {
@@ -446,5 +438,211 @@ fn count_in(doc: &Document, field: &str) -> i64 {
         Some(Bson::Int64(n)) => *n,
         Some(Bson::Double(n)) => *n as i64,
         _ => 0,
+    }
+}
+
+/// One task per key (a reward), each with its own queue: the task starts with its key's
+/// first item and ends after `idle` without items, or once `stop` is cancelled, but only
+/// with its queue empty.
+///
+/// A task ends by removing its queue from the map under the lock [`Lanes::send`] holds
+/// while it sends, after checking under that lock that nothing is queued. So an item is
+/// either sent before the check (and the task takes it and goes on) or after the removal
+/// (and starts a new task): none is ever sent to a task that is ending.
+pub struct Lanes<T> {
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<T>>>,
+    idle: Duration,
+    stop: CancellationToken,
+}
+
+/// A task's end of its lane.
+pub struct Lane<T: Send + 'static> {
+    key: String,
+    queue: mpsc::UnboundedReceiver<T>,
+    lanes: Arc<Lanes<T>>,
+}
+
+impl<T: Send + 'static> Lanes<T> {
+    pub fn new(idle: Duration, stop: CancellationToken) -> Self {
+        Self {
+            queues: Mutex::new(HashMap::new()),
+            idle,
+            stop,
+        }
+    }
+
+    /// Queues `item` for `key`'s task, first spawning `work` on a new lane if the key has
+    /// no task.
+    pub fn send<F, W>(self: &Arc<Self>, key: &str, mut item: T, work: W)
+    where
+        W: FnOnce(Lane<T>) -> F,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut queues = self.lock();
+        if let Some(queue) = queues.get(key) {
+            match queue.send(item) {
+                Ok(()) => return,
+                // The task died without removing its queue (a panic): start another.
+                Err(mpsc::error::SendError(returned)) => item = returned,
+            }
+        }
+        let (sender, queue) = mpsc::unbounded_channel();
+        if sender.send(item).is_err() {
+            unreachable!("the receiver is still here");
+        }
+        let lane = Lane {
+            key: key.to_owned(),
+            queue,
+            lanes: self.clone(),
+        };
+        tokio::spawn(work(lane));
+        queues.insert(key.to_owned(), sender);
+    }
+
+    /// Keys with a running task.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<T>>> {
+        self.queues
+            .lock()
+            .expect("no code panics holding the lane map")
+    }
+}
+
+impl<T: Send + 'static> Lane<T> {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The next item, waiting for one; `None` once the lane has ended (idle for too long,
+    /// or stopped) and left the map.
+    pub async fn next(&mut self) -> Option<T> {
+        let lanes = self.lanes.clone();
+        tokio::select! {
+            biased;
+            item = self.queue.recv() => return item,
+            () = lanes.stop.cancelled() => {}
+            () = tokio::time::sleep(lanes.idle) => {}
+        }
+        self.end_unless_queued()
+    }
+
+    /// The next item if one is queued.
+    pub fn try_next(&mut self) -> Option<T> {
+        self.queue.try_recv().ok()
+    }
+
+    /// An item that arrived meanwhile, or else the lane leaves the map: both under the
+    /// senders' lock, so nothing can be sent in between.
+    fn end_unless_queued(&mut self) -> Option<T> {
+        let mut queues = self.lanes.lock();
+        let item = self.queue.try_recv().ok();
+        if item.is_none() {
+            queues.remove(&self.key);
+        }
+        item
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::timeout;
+
+    /// An item asks its lane's task to answer.
+    type Item = oneshot::Sender<()>;
+
+    /// Answers every item, then reports the lane's end.
+    async fn answer(mut lane: Lane<Item>, ended: mpsc::UnboundedSender<String>) {
+        while let Some(reply) = lane.next().await {
+            let _ = reply.send(());
+        }
+        let _ = ended.send(lane.key().to_owned());
+    }
+
+    fn send(
+        lanes: &Arc<Lanes<Item>>,
+        key: &str,
+        ended: &mpsc::UnboundedSender<String>,
+    ) -> oneshot::Receiver<()> {
+        let (reply, answered) = oneshot::channel();
+        let ended = ended.clone();
+        lanes.send(key, reply, move |lane| answer(lane, ended));
+        answered
+    }
+
+    const SOON: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn an_idle_lane_ends_and_a_later_item_starts_a_new_one() {
+        let lanes = Arc::new(Lanes::new(
+            Duration::from_millis(50),
+            CancellationToken::new(),
+        ));
+        let (ends, mut ended) = mpsc::unbounded_channel();
+        send(&lanes, "r1", &ends).await.unwrap();
+        assert_eq!(lanes.len(), 1);
+        let end = timeout(SOON, ended.recv()).await.unwrap();
+        assert_eq!(end.as_deref(), Some("r1"));
+        assert_eq!(lanes.len(), 0, "the ended lane left the map");
+        timeout(SOON, send(&lanes, "r1", &ends))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(lanes.len(), 1, "a new lane took the later item");
+    }
+
+    #[tokio::test]
+    async fn stop_ends_every_lane_and_items_sent_after_it_are_still_answered() {
+        let stop = CancellationToken::new();
+        let lanes = Arc::new(Lanes::new(Duration::from_secs(3600), stop.clone()));
+        let (ends, mut ended) = mpsc::unbounded_channel();
+        send(&lanes, "r1", &ends).await.unwrap();
+        send(&lanes, "r2", &ends).await.unwrap();
+        stop.cancel();
+        let mut keys = vec![
+            timeout(SOON, ended.recv()).await.unwrap().unwrap(),
+            timeout(SOON, ended.recv()).await.unwrap().unwrap(),
+        ];
+        keys.sort();
+        assert_eq!(keys, ["r1", "r2"]);
+        assert_eq!(lanes.len(), 0);
+        // A request still in flight at shutdown gets its answer from a lane that then ends.
+        timeout(SOON, send(&lanes, "r1", &ends))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            timeout(SOON, ended.recv()).await.unwrap().as_deref(),
+            Some("r1")
+        );
+        assert_eq!(lanes.len(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_item_is_sent_to_a_lane_that_is_ending() {
+        // Lanes that try to end whenever their queue is empty, and senders racing them.
+        let lanes = Arc::new(Lanes::new(Duration::ZERO, CancellationToken::new()));
+        let (ends, _ended) = mpsc::unbounded_channel();
+        let senders: Vec<_> = (0..4)
+            .map(|s| {
+                let (lanes, ends) = (lanes.clone(), ends.clone());
+                tokio::spawn(async move {
+                    for i in 0..500 {
+                        let answered = send(&lanes, &format!("r{}", (s + i) % 3), &ends);
+                        if i % 7 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                        timeout(SOON, answered).await.unwrap().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.await.unwrap();
+        }
     }
 }

@@ -16,12 +16,13 @@
 
 use crate::batch::{Batcher, Placed, limit_id};
 use crate::error::EventError;
+use crate::metrics as names;
 use crate::store::{ClaimDoc, RewardDoc, Step, Store};
 use contracts::{Envelope, GrantOutcome, GrantResultEvent, GrantRewardCommand};
 use http_api::events::{ClaimRequest, ClaimStatus, ClaimStep, RewardType};
 use messaging::consumer::{Delivery, Handler, HandlerError, Outcome};
 use messaging::outbox::{Outbox, OutboxEntry};
-use mongo_kit::mongodb::bson::{DateTime, Document, doc, to_bson};
+use mongo_kit::mongodb::bson::{Bson, DateTime, Document, doc, to_bson};
 use mongo_kit::mongodb::options::IndexOptions;
 use mongo_kit::mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -85,7 +86,7 @@ impl ClaimInput {
             .chain_update([0])
             .chain_update(body.as_bytes())
             .finalize();
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(digest)
     }
 }
 
@@ -107,6 +108,8 @@ pub struct Saga {
     limits: Collection<Document>,
     outbox: Outbox,
     batcher: Batcher,
+    /// Ends the claim batches' tasks (see [`Self::run_timeouts`]).
+    stop_batches: CancellationToken,
     config: SagaConfig,
 }
 
@@ -118,8 +121,10 @@ impl Saga {
         outbox: Outbox,
         config: SagaConfig,
     ) -> Self {
+        let stop_batches = CancellationToken::new();
         Self {
-            batcher: Batcher::new(client.clone(), db, outbox.clone()),
+            batcher: Batcher::new(client.clone(), db, outbox.clone(), stop_batches.clone()),
+            stop_batches,
             client,
             db: db.clone(),
             store,
@@ -142,7 +147,7 @@ impl Saga {
             )
             .await?;
         let overdue = IndexOptions::builder()
-            .partial_filter_expression(doc! { "status": "PENDING" })
+            .partial_filter_expression(doc! { "status": status(ClaimStatus::Pending) })
             .name("pending_by_next_check".to_owned())
             .build();
         self.claims
@@ -196,7 +201,7 @@ impl Saga {
             Err(EventError::Undecided(_)) => "undecided",
             Err(_) => "error",
         };
-        metrics::counter!("claims_total", "result" => label).increment(1);
+        metrics::counter!(names::CLAIMS, "result" => label).increment(1);
         match placed? {
             Placed::New => Ok(Claimed::New(claim)),
             // A concurrent request with the same key got there first.
@@ -312,33 +317,57 @@ impl Saga {
         reason: &str,
         steps: Vec<Step>,
     ) -> Result<bool, mongo_kit::mongodb::error::Error> {
+        let set = doc! { "failureReason": reason };
+        self.apply(session, claim, Transition::COMPENSATE, set, steps)
+            .await
+    }
+
+    /// Succeeds a compensated (FAILED) claim whose grant succeeded after all, and takes back
+    /// what compensation gave back, even past the per-user limit (the grant is a fact).
+    /// Returns whether it was FAILED.
+    async fn reinstate(
+        &self,
+        session: &mut ClientSession,
+        claim: &ClaimDoc,
+        coupon_code: Option<String>,
+        steps: Vec<Step>,
+    ) -> Result<bool, mongo_kit::mongodb::error::Error> {
+        let set = doc! { "couponCode": coupon_code };
+        self.apply(session, claim, Transition::REINSTATE, set, steps)
+            .await
+    }
+
+    /// Moves `claim` by `transition` if it is still in the transition's `from` status, and
+    /// moves the reward's stock and the player's count with it. Returns whether it moved.
+    async fn apply(
+        &self,
+        session: &mut ClientSession,
+        claim: &ClaimDoc,
+        transition: Transition,
+        set: Document,
+        steps: Vec<Step>,
+    ) -> Result<bool, mongo_kit::mongodb::error::Error> {
         let steps = to_bson(&steps).map_err(mongo_kit::mongodb::error::Error::custom)?;
-        let failed = self
+        let (filter, update) = transition.claim_update(&claim.id, set, steps);
+        let moved = self
             .claims
-            .update_one(
-                doc! { "_id": &claim.id, "status": "PENDING" },
-                doc! {
-                    "$set": { "status": "FAILED", "failureReason": reason, "updatedAt": DateTime::now() },
-                    "$unset": { "nextCheckAt": "" },
-                    "$push": { "timeline": { "$each": steps } },
-                },
-            )
+            .update_one(filter, update)
             .session(&mut *session)
             .await?;
-        if failed.modified_count == 0 {
+        if moved.modified_count == 0 {
             return Ok(false);
         }
         self.rewards
             .update_one(
                 doc! { "_id": &claim.reward_id },
-                doc! { "$inc": { "reserved": -1 } },
+                doc! { "$inc": { "reserved": transition.held } },
             )
             .session(&mut *session)
             .await?;
         self.limits
             .update_one(
                 doc! { "_id": limit_id(&claim.user_id, &claim.reward_id) },
-                doc! { "$inc": { "count": -1 } },
+                doc! { "$inc": { "count": transition.held } },
             )
             .session(&mut *session)
             .await?;
@@ -346,8 +375,10 @@ impl Saga {
     }
 
     /// Re-sends the commands of claims whose result is overdue, or gives up on them, every
-    /// `check_interval_ms` until `stop`.
+    /// `check_interval_ms` until `stop`. Then it stops the claim batches' tasks too: each
+    /// ends once its queue is empty.
     pub async fn run_timeouts(self, stop: CancellationToken) {
+        let _stop_batches = self.stop_batches.clone().drop_guard();
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.check_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -366,7 +397,7 @@ impl Saga {
         use futures::TryStreamExt;
         let overdue: Vec<ClaimDoc> = self
             .claims
-            .find(doc! { "status": "PENDING", "nextCheckAt": { "$lte": DateTime::now() } })
+            .find(doc! { "status": status(ClaimStatus::Pending), "nextCheckAt": { "$lte": DateTime::now() } })
             .sort(doc! { "nextCheckAt": 1 })
             .limit(200)
             .await?
@@ -383,7 +414,7 @@ impl Saga {
 
     async fn retry_or_give_up(&self, claim: ClaimDoc) -> Result<(), EventError> {
         if claim.attempts < claim.max_attempts {
-            return self.recommand(&claim).await;
+            return self.resend_command(&claim).await;
         }
         let reason = format!("no grant result after {} attempts", claim.attempts);
         let mut session = self.client.start_session().await?;
@@ -403,13 +434,13 @@ impl Saga {
     }
 
     /// The same command again (same commandId: fulfillment grants at most once).
-    async fn recommand(&self, claim: &ClaimDoc) -> Result<(), EventError> {
+    async fn resend_command(&self, claim: &ClaimDoc) -> Result<(), EventError> {
         let attempt = claim.attempts + 1;
         let command = self.outbox_entry(claim, attempt).await?;
         let next =
             DateTime::from_millis(DateTime::now().timestamp_millis() + claim.result_timeout_ms);
         let step = to_bson(&Step::now(
-            ClaimStep::Recommanded,
+            ClaimStep::CommandResent,
             Some(format!("attempt {attempt}")),
         ))
         .map_err(|e| EventError::Internal(e.to_string()))?;
@@ -421,7 +452,7 @@ impl Saga {
                 // Only if no other instance re-sent it meanwhile.
                 let moved = claims
                     .update_one(
-                        doc! { "_id": &claim.id, "status": "PENDING", "attempts": claim.attempts },
+                        doc! { "_id": &claim.id, "status": status(ClaimStatus::Pending), "attempts": claim.attempts },
                         doc! {
                             "$set": { "attempts": attempt, "nextCheckAt": next, "updatedAt": DateTime::now() },
                             "$push": { "timeline": step.clone(), "commandMessageIds": &command.id },
@@ -435,7 +466,7 @@ impl Saga {
                 Ok(())
             })
             .await?;
-        metrics::counter!("claims_recommanded_total").increment(1);
+        metrics::counter!(names::CLAIMS_COMMAND_RESENT).increment(1);
         Ok(())
     }
 
@@ -446,7 +477,61 @@ impl Saga {
 }
 
 fn failed_claim() {
-    metrics::counter!("claims_settled_total", "status" => "FAILED").increment(1);
+    metrics::counter!(names::CLAIMS_SETTLED, "status" => "FAILED").increment(1);
+}
+
+/// A claim's status as stored.
+fn status(status: ClaimStatus) -> Bson {
+    to_bson(&status).expect("a unit variant always serialises")
+}
+
+/// A move of a claim from one status to another, with what it holds: the reward's stock and
+/// the player's count of the reward change by `held`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Transition {
+    from: ClaimStatus,
+    to: ClaimStatus,
+    held: i64,
+}
+
+impl Transition {
+    /// The grant succeeded: the claim keeps what it holds.
+    const COMPLETE: Self = Self {
+        from: ClaimStatus::Pending,
+        to: ClaimStatus::Succeeded,
+        held: 0,
+    };
+    /// The grant failed or never answered: the claim gives back what it held.
+    const COMPENSATE: Self = Self {
+        from: ClaimStatus::Pending,
+        to: ClaimStatus::Failed,
+        held: -1,
+    };
+    /// The grant succeeded after all: the compensated claim takes back what it gave back.
+    const REINSTATE: Self = Self {
+        from: ClaimStatus::Failed,
+        to: ClaimStatus::Succeeded,
+        held: 1,
+    };
+
+    /// The filter and update that move claim `claim_id` if it is still `from`: its status
+    /// becomes `to`, with `set`, and `steps` join its timeline. A claim that leaves PENDING
+    /// has no next check; one that leaves FAILED has no failure reason.
+    fn claim_update(self, claim_id: &str, mut set: Document, steps: Bson) -> (Document, Document) {
+        set.insert("status", status(self.to));
+        set.insert("updatedAt", DateTime::now());
+        let unset = match self.from {
+            ClaimStatus::Pending => "nextCheckAt",
+            ClaimStatus::Failed | ClaimStatus::Succeeded => "failureReason",
+        };
+        let filter = doc! { "_id": claim_id, "status": status(self.from) };
+        let update = doc! {
+            "$set": set,
+            "$unset": { unset: "" },
+            "$push": { "timeline": { "$each": steps } },
+        };
+        (filter, update)
+    }
 }
 
 fn same_request(earlier: ClaimDoc, fingerprint: &str) -> Result<Claimed, EventError> {
@@ -501,22 +586,12 @@ impl GrantResults {
             (ClaimStatus::Pending, GrantOutcome::Succeeded) => {
                 let steps = vec![received, Step::now(ClaimStep::Completed, None)];
                 let steps = to_bson(&steps).map_err(|e| HandlerError::Retryable(e.to_string()))?;
-                succeeded.push(mongo_kit::update_statement(
-                    doc! { "_id": &claim.id, "status": "PENDING" },
-                    doc! {
-                        "$set": {
-                            "status": "SUCCEEDED",
-                            "couponCode": result.coupon_code.clone(),
-                            "updatedAt": DateTime::now(),
-                        },
-                        "$unset": { "nextCheckAt": "" },
-                        "$push": { "timeline": { "$each": steps } },
-                    },
-                    false,
-                ));
+                let set = doc! { "couponCode": result.coupon_code.clone() };
+                let (filter, update) = Transition::COMPLETE.claim_update(&claim.id, set, steps);
+                succeeded.push(mongo_kit::update_statement(filter, update, false));
                 claim.status = ClaimStatus::Succeeded;
                 messaging::consumer::on_commit(|| {
-                    metrics::counter!("claims_settled_total", "status" => "SUCCEEDED").increment(1);
+                    metrics::counter!(names::CLAIMS_SETTLED, "status" => "SUCCEEDED").increment(1);
                 });
                 Ok(Outcome::Repeatable)
             }
@@ -541,38 +616,15 @@ impl GrantResults {
                 // a fact). Loud, because timeouts are meant to be far longer than this.
                 tracing::error!(claim = %claim.id, "grant succeeded after the claim was compensated");
                 messaging::consumer::on_commit(|| {
-                    metrics::counter!("claims_late_success_total").increment(1);
+                    metrics::counter!(names::CLAIMS_LATE_SUCCESS).increment(1);
                 });
                 let steps = vec![
                     received,
                     Step::now(ClaimStep::Completed, Some("late result".into())),
                 ];
-                let steps = to_bson(&steps).map_err(|e| HandlerError::Retryable(e.to_string()))?;
-                let saga = &self.saga;
-                saga.claims
-                    .update_one(
-                        doc! { "_id": &claim.id, "status": "FAILED" },
-                        doc! {
-                            "$set": { "status": "SUCCEEDED", "couponCode": result.coupon_code.clone(), "updatedAt": DateTime::now() },
-                            "$unset": { "failureReason": "" },
-                            "$push": { "timeline": { "$each": steps } },
-                        },
-                    )
-                    .session(&mut *session)
-                    .await?;
-                saga.rewards
-                    .update_one(
-                        doc! { "_id": &claim.reward_id },
-                        doc! { "$inc": { "reserved": 1 } },
-                    )
-                    .session(&mut *session)
-                    .await?;
-                saga.limits
-                    .update_one(
-                        doc! { "_id": limit_id(&claim.user_id, &claim.reward_id) },
-                        doc! { "$inc": { "count": 1 } },
-                    )
-                    .session(&mut *session)
+                let coupon_code = result.coupon_code.clone();
+                self.saga
+                    .reinstate(session, claim, coupon_code, steps)
                     .await?;
                 claim.status = ClaimStatus::Succeeded;
                 Ok(Outcome::Repeatable)
@@ -635,6 +687,46 @@ mod tests {
                 note: note.map(str::to_owned),
             },
         }
+    }
+
+    #[test]
+    fn compensate_and_reinstate_move_a_claim_and_its_holdings_in_opposite_directions() {
+        let (compensate, reinstate) = (Transition::COMPENSATE, Transition::REINSTATE);
+        assert_eq!(compensate.to, reinstate.from);
+        assert_eq!(compensate.held + reinstate.held, 0);
+        assert_eq!(reinstate.to, Transition::COMPLETE.to);
+        assert_eq!(Transition::COMPLETE.held, 0);
+    }
+
+    #[test]
+    fn a_transition_updates_only_a_claim_still_in_its_from_status() {
+        let steps = to_bson(&vec![Step::now(ClaimStep::Compensated, None)]).unwrap();
+        let set = doc! { "failureReason": "no" };
+        let (filter, update) = Transition::COMPENSATE.claim_update("c1", set, steps.clone());
+        assert_eq!(filter, doc! { "_id": "c1", "status": "PENDING" });
+        let fields = update.get_document("$set").unwrap();
+        assert_eq!(fields.get_str("status"), Ok("FAILED"));
+        assert_eq!(fields.get_str("failureReason"), Ok("no"));
+        assert!(fields.get_datetime("updatedAt").is_ok());
+        assert_eq!(
+            update.get_document("$unset"),
+            Ok(&doc! { "nextCheckAt": "" })
+        );
+        assert_eq!(
+            update.get_document("$push"),
+            Ok(&doc! { "timeline": { "$each": steps.clone() } })
+        );
+
+        let set = doc! { "couponCode": "C-1" };
+        let (filter, update) = Transition::REINSTATE.claim_update("c1", set, steps);
+        assert_eq!(filter, doc! { "_id": "c1", "status": "FAILED" });
+        let fields = update.get_document("$set").unwrap();
+        assert_eq!(fields.get_str("status"), Ok("SUCCEEDED"));
+        assert_eq!(fields.get_str("couponCode"), Ok("C-1"));
+        assert_eq!(
+            update.get_document("$unset"),
+            Ok(&doc! { "failureReason": "" })
+        );
     }
 
     #[test]

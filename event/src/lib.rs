@@ -7,6 +7,7 @@ mod batch;
 mod claims;
 mod condition;
 mod error;
+pub mod metrics;
 mod progress;
 mod routes;
 mod store;
@@ -117,6 +118,7 @@ pub struct Application;
 
 impl Application {
     pub async fn build(config: Config) -> Result<App, StartupError> {
+        crate::metrics::describe_metrics();
         let deps = Deps::connect(&config.deps, SPEC.name).await?;
         let db = deps.mongo.db().clone();
         let outbox = Outbox::new(&db, deps.registry.clone(), SPEC.name);

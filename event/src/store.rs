@@ -613,3 +613,18 @@ where
 fn bson_of<T: Serialize>(value: &T) -> Result<mongo_kit::mongodb::bson::Bson, EventError> {
     to_bson(value).map_err(|e| EventError::Internal(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongo_kit::mongodb::bson;
+
+    #[test]
+    fn a_stored_recommanded_step_loads_and_is_stored_again_as_command_resent() {
+        let stored = doc! { "step": "RECOMMANDED", "at": DateTime::from_millis(0) };
+        let step: Step = bson::from_document(stored).unwrap();
+        assert_eq!(step.step, ClaimStep::CommandResent);
+        let written = bson::to_document(&step).unwrap();
+        assert_eq!(written.get_str("step"), Ok("COMMAND_RESENT"));
+    }
+}

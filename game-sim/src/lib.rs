@@ -11,7 +11,6 @@ pub mod cli;
 pub mod load;
 pub mod mix;
 pub mod plan;
-mod rng;
 pub mod scenario;
 
 pub use avro::{ActivityEncoder, EncodeError};

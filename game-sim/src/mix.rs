@@ -2,8 +2,12 @@
 //! items, with each player's level only ever going up.
 
 use crate::PRODUCER;
-use crate::rng::Rng;
 use contracts::{ActivityType, Envelope, UserActivityEvent};
+use rand::distr::Distribution;
+use rand::distr::weighted::WeightedIndex;
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
 
 /// Quests players complete.
 pub const QUESTS: &[&str] = &[
@@ -42,12 +46,14 @@ struct SimUser {
 /// A population of simulated players and the source of their next action.
 pub struct Mix {
     users: Vec<SimUser>,
-    /// Drives the choices; reproducible when seeded.
-    choices: Rng,
-    /// Message ids: always from the OS, so two runs with the same seed never share an id
-    /// (the platform would count the second run's facts as duplicates).
-    ids: Rng,
-    total_weight: u32,
+    /// Drives the choices; reproducible when seeded (`StdRng` gives the same sequence for
+    /// a seed on every platform).
+    choices: StdRng,
+    /// Message ids: always seeded from the OS, so two runs with the same seed never share
+    /// an id (the platform would count the second run's facts as duplicates).
+    ids: StdRng,
+    /// Picks an index of [`WEIGHTS`].
+    kinds: WeightedIndex<u32>,
 }
 
 impl Mix {
@@ -61,9 +67,10 @@ impl Mix {
                     level: 1,
                 })
                 .collect(),
-            choices: seed.map_or_else(Rng::from_os, Rng::seeded),
-            ids: Rng::from_os(),
-            total_weight: WEIGHTS.iter().map(|(_, w)| w).sum(),
+            choices: seed.map_or_else(StdRng::from_os_rng, StdRng::seed_from_u64),
+            ids: StdRng::from_os_rng(),
+            kinds: WeightedIndex::new(WEIGHTS.iter().map(|&(_, w)| w))
+                .expect("WEIGHTS are positive"),
         }
     }
 
@@ -73,19 +80,11 @@ impl Mix {
 
     /// The next thing some player does, happening at `now_ms`.
     pub fn next_event(&mut self, now_ms: i64) -> UserActivityEvent {
-        let index = self.choices.below(self.users.len() as u64) as usize;
-        let mut pick = self.choices.below(u64::from(self.total_weight)) as u32;
-        let mut kind = ActivityType::Login;
-        for &(candidate, weight) in WEIGHTS {
-            if pick < weight {
-                kind = candidate;
-                break;
-            }
-            pick -= weight;
-        }
+        let index = self.choices.random_range(0..self.users.len());
+        let kind = WEIGHTS[self.kinds.sample(&mut self.choices)].0;
         let mut event = UserActivityEvent {
             envelope: Envelope {
-                message_id: self.ids.uuid_v7(now_ms),
+                message_id: uuid_v7(&mut self.ids, now_ms),
                 occurred_at: now_ms,
                 producer: PRODUCER.to_owned(),
                 correlation_id: None,
@@ -103,7 +102,7 @@ impl Mix {
             }
             ActivityType::ItemAcquired | ActivityType::ItemUsed => {
                 event.item_code = Some(self.pick(ITEMS).to_owned());
-                event.item_count = Some(1 + self.choices.below(5) as i32);
+                event.item_count = Some(self.choices.random_range(1..=5));
             }
             ActivityType::LevelUp => {
                 let user = &mut self.users[index];
@@ -116,8 +115,17 @@ impl Mix {
     }
 
     fn pick(&mut self, from: &[&'static str]) -> &'static str {
-        from[self.choices.below(from.len() as u64) as usize]
+        from.choose(&mut self.choices)
+            .expect("the catalogues are not empty")
     }
+}
+
+/// A time-ordered (version 7) UUID for a message made at `now_ms`: ids made close in time
+/// sort close together, so the consumer's inbox index grows at its end instead of at random
+/// places all over it (README, "For game-server developers").
+fn uuid_v7(rng: &mut impl Rng, now_ms: i64) -> uuid::Uuid {
+    let random: [u8; 10] = rng.random();
+    uuid::Builder::from_unix_timestamp_millis(now_ms.max(0) as u64, &random).into_uuid()
 }
 
 /// Whether `event` carries what its activity type requires (what the platform checks; a
@@ -202,6 +210,16 @@ mod tests {
             a.user_ids().collect::<Vec<_>>(),
             ["u1", "u2", "u3", "u4", "u5"]
         );
+    }
+
+    #[test]
+    fn uuids_are_version_7_distinct_and_ordered_by_their_millisecond() {
+        let mut rng = StdRng::from_os_rng();
+        let (x, y) = (uuid_v7(&mut rng, 1_000), uuid_v7(&mut rng, 1_000));
+        assert_eq!(x.get_version_num(), 7);
+        assert_ne!(x, y);
+        assert!(uuid_v7(&mut rng, 1_001) > x.max(y));
+        assert_eq!(x.get_timestamp().map(|t| t.to_unix().0), Some(1));
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl AuthFailure {
             ),
         };
         let problem = Problem::new(status, code, title);
-        metrics::counter!("gateway_auth_failures_total", "code" => code).increment(1);
+        metrics::counter!(crate::metrics::AUTH_FAILURES, "code" => code).increment(1);
         problem
     }
 }
@@ -88,7 +88,7 @@ struct Keys {
     attempted: Option<Instant>,
     /// Counts the key sets fetched. A verified token is trusted again only while the keys
     /// that verified it are still the current ones: a key dropped from the JWKS (a rotation
-    /// after a leak) stops its tokens at the next fetch, as it did before tokens were cached.
+    /// after a leak) stops its tokens at the next fetch, cached or not.
     generation: u64,
 }
 

@@ -6,6 +6,7 @@
 
 mod authn;
 pub mod config;
+pub mod metrics;
 mod proxy;
 mod ratelimit;
 pub mod routes;
@@ -63,7 +64,7 @@ impl Application {
             })?;
         let identity_key =
             IdentityKey::new(secret).map_err(|e| StartupError::Config(e.to_string()))?;
-        upstream::describe_metrics();
+        crate::metrics::describe_metrics();
         let upstreams = &config.upstreams;
         let timeout = Duration::from_millis(upstreams.timeout_ms);
         let client = |name, urls: &config::UrlList| {

@@ -12,6 +12,7 @@
 //! spent. Bodies are held in memory (they are capped at the gateway's body limit), so that a
 //! request can be sent twice; responses stream.
 
+use crate::metrics::{IN_ROTATION, RETRIES};
 use auth_claims::IDENTITY_HEADER;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, Request, Response, StatusCode, Uri, request, uri};
@@ -24,23 +25,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Requests sent again to another instance, by upstream.
-pub const RETRIES: &str = "gateway_upstream_retries_total";
-/// Instances in rotation, by upstream.
-pub const IN_ROTATION: &str = "gateway_upstream_instances_in_rotation";
-
-/// Describes the metrics above once, for `/metrics`.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        RETRIES,
-        "Requests the gateway sent again to another instance of the same service"
-    );
-    metrics::describe_gauge!(
-        IN_ROTATION,
-        "Instances of a service that the gateway currently sends requests to"
-    );
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {

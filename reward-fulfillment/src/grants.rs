@@ -14,6 +14,7 @@ use contracts::{Envelope, GrantOutcome, GrantResultEvent, GrantRewardCommand, Re
 use messaging::consumer::{Delivery, Handler, HandlerError, Outcome};
 use messaging::outbox::Outbox;
 use mongo_kit::mongodb::ClientSession;
+use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,16 +43,16 @@ impl Grants {
         &self,
         command: &'c GrantRewardCommand,
         message_id: &str,
-    ) -> Result<(GrantDoc, Option<Holding<'c>>), HandlerError> {
+    ) -> (GrantDoc, Option<Holding<'c>>) {
         let roll = if self.failure.rate > 0.0 {
-            random_unit()?
+            rand::rng().random::<f64>()
         } else {
             1.0
         };
         let now = mongo_kit::mongodb::bson::DateTime::now().timestamp_millis();
         let decision = decide(command, &self.failure, roll, now);
         let coupon_code = match (&decision, command.coupon_template.as_deref()) {
-            (Ok(Grant::Coupon), Some(template)) => Some(coupon_code(template.trim())?),
+            (Ok(Grant::Coupon), Some(template)) => Some(coupon_code(template.trim())),
             _ => None,
         };
         let (outcome, reason) = match &decision {
@@ -77,9 +78,10 @@ impl Grants {
         };
         let (kind, result) = (type_label(command.reward_type), outcome_label(outcome));
         messaging::consumer::on_commit(move || {
-            metrics::counter!("grants_total", "type" => kind, "outcome" => result).increment(1);
+            metrics::counter!(crate::metrics::GRANTS, "type" => kind, "outcome" => result)
+                .increment(1);
         });
-        Ok((grant, holding))
+        (grant, holding)
     }
 }
 
@@ -130,7 +132,7 @@ impl Handler for Grants {
                     earlier.clone()
                 }
                 None => {
-                    let (grant, holding) = self.decide(command, &delivery.message_id)?;
+                    let (grant, holding) = self.decide(command, &delivery.message_id);
                     decided.insert(command_id.clone(), grant.clone());
                     fresh.push((grant.clone(), holding));
                     grant
@@ -242,24 +244,17 @@ fn result_of(grant: &GrantDoc, command: &GrantRewardCommand) -> GrantResultEvent
     }
 }
 
-const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/// Base32 characters in a coupon code's suffix.
+const SUFFIX_LEN: usize = 10;
 
-/// `<TEMPLATE>-` and 10 random base32 characters (50 bits; the unique index catches the
-/// improbable collision, and the batch is retried with a new code).
-fn coupon_code(template: &str) -> Result<String, HandlerError> {
-    let mut bytes = [0u8; 10];
-    getrandom::fill(&mut bytes).map_err(|e| HandlerError::Retryable(format!("randomness: {e}")))?;
-    let suffix: String = bytes
-        .iter()
-        .map(|b| char::from(BASE32[usize::from(b & 31)]))
-        .collect();
-    Ok(format!("{template}-{suffix}"))
-}
-
-/// Uniform in `[0, 1)`.
-fn random_unit() -> Result<f64, HandlerError> {
-    let bits = getrandom::u64().map_err(|e| HandlerError::Retryable(format!("randomness: {e}")))?;
-    Ok((bits >> 11) as f64 / (1u64 << 53) as f64)
+/// `<TEMPLATE>-` and 10 random base32 characters (RFC 4648 alphabet, 50 bits; the unique
+/// index catches the improbable collision, and the batch is retried with a new code).
+fn coupon_code(template: &str) -> String {
+    // 7 bytes encode to 12 characters, the first 10 of which carry 50 random bits.
+    let bytes: [u8; 7] = rand::rng().random();
+    let mut suffix = data_encoding::BASE32_NOPAD.encode(&bytes);
+    suffix.truncate(SUFFIX_LEN);
+    format!("{template}-{suffix}")
 }
 
 fn type_label(reward_type: RewardType) -> &'static str {
@@ -401,13 +396,16 @@ mod tests {
 
     #[test]
     fn coupon_codes_are_template_dash_ten_base32_characters() {
-        let code = coupon_code("WELCOME").unwrap();
+        let code = coupon_code("WELCOME");
         let suffix = code.strip_prefix("WELCOME-").unwrap();
         assert_eq!(suffix.len(), 10);
-        assert!(suffix.bytes().all(|b| BASE32.contains(&b)), "{code}");
-        assert_ne!(code, coupon_code("WELCOME").unwrap());
-        let roll = random_unit().unwrap();
-        assert!((0.0..1.0).contains(&roll));
+        assert!(
+            suffix
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)),
+            "{code}"
+        );
+        assert_ne!(code, coupon_code("WELCOME"));
     }
 
     #[test]

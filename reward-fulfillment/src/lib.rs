@@ -10,6 +10,7 @@ pub mod config;
 mod error;
 mod grants;
 mod ledger;
+pub mod metrics;
 mod routes;
 
 pub use config::{Config, ConfigError, FailureConfig};
@@ -58,6 +59,7 @@ pub struct Application;
 
 impl Application {
     pub async fn build(config: Config) -> Result<App, StartupError> {
+        crate::metrics::describe_metrics();
         config.validate()?;
         let identity = IdentityKey::from_config(&config.internal)?;
         let deps = Deps::connect(&config.deps, SPEC.name).await?;

@@ -155,8 +155,7 @@ async fn claims_survive_event_and_fulfillment_processes_killed_mid_run() {
 }
 
 #[tokio::test]
-async fn a_claim_without_a_result_is_recommanded_then_compensated_and_its_expired_commands_grant_nothing()
- {
+async fn an_unanswered_claim_is_resent_then_compensated_and_its_expired_commands_grant_nothing() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let api = Api::gateway();
     let operator = api.user_with_roles(&["OPERATOR"]).await;
@@ -202,7 +201,7 @@ async fn a_claim_without_a_result_is_recommanded_then_compensated_and_its_expire
     assert_eq!(failed["failureReason"], "no grant result after 3 attempts");
     let taken = steps(&failed);
     assert_eq!(
-        taken.iter().filter(|s| *s == "RECOMMANDED").count(),
+        taken.iter().filter(|s| *s == "COMMAND_RESENT").count(),
         2,
         "{failed}"
     );
@@ -210,8 +209,6 @@ async fn a_claim_without_a_result_is_recommanded_then_compensated_and_its_expire
     let state = reward_state(&api, &operator.access, &event, &reward).await;
     assert_eq!(state["reserved"].as_i64(), Some(0), "stock released");
 
-    // Fulfillment comes back and works through three copies of one command: one grant, and
-    // the claim follows the grant.
     // Fulfillment comes back to three copies of a command whose claim was given up on: the
     // command has expired, so each is answered FAILED and nothing is granted.
     drop(frozen);

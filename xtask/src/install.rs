@@ -521,11 +521,7 @@ pub fn sha256_file(file: &Path) -> anyhow::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex::encode(hasher.finalize()))
 }
 
 fn fresh_partial(dest: &Path) -> anyhow::Result<PathBuf> {

@@ -261,26 +261,28 @@ where
 }
 
 /// A new random Ed25519 private key as PKCS#8 PEM, the form `jwt.private_key_pem` takes.
+///
+/// Written as PKCS#8 version 1 (the seed alone, no public key): jsonwebtoken derives the
+/// JWKS entry only from a key in that form.
 pub fn generate_ed25519_pem() -> String {
-    use base64::Engine;
-    // PKCS#8 v1 DER is a fixed 16-byte header followed by the 32-byte seed.
-    const HEADER: [u8; 16] = [
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
-    let mut der = HEADER.to_vec();
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, KeypairBytes};
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).expect("the OS random source is available");
-    der.extend_from_slice(&seed);
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n")
+    let key = KeypairBytes {
+        secret_key: seed,
+        public_key: None,
+    };
+    key.to_pkcs8_pem(LineEnding::LF)
+        .expect("a 32-byte Ed25519 seed always encodes")
+        .to_string()
 }
 
 /// A random secret for identity assertions (64 hex characters).
 pub fn generate_identity_secret() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS random source is available");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[cfg(test)]
@@ -358,5 +360,34 @@ mod tests {
         assert!(!user.may(&[Role::Operator]));
         assert!(admin.may(&[Role::Operator]));
         assert_eq!(user.require(&[Role::Auditor]).unwrap_err().status_code, 403);
+    }
+
+    #[test]
+    fn generated_ed25519_keys_sign_tokens_that_their_jwk_verifies() {
+        use jsonwebtoken::jwk::Jwk;
+        let pem = generate_ed25519_pem();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        assert_ne!(pem, generate_ed25519_pem());
+        let key = EncodingKey::from_ed_pem(pem.as_bytes()).unwrap();
+        let jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA).unwrap();
+        let claims = Identity::system("test");
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.required_spec_claims.clear();
+        let decoded = jsonwebtoken::decode::<Identity>(
+            &token,
+            &DecodingKey::from_jwk(&jwk).unwrap(),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(decoded.claims, claims);
+    }
+
+    #[test]
+    fn identity_secrets_are_64_hex_characters() {
+        let secret = generate_identity_secret();
+        assert_eq!(secret.len(), 64);
+        assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()), "{secret}");
+        assert!(IdentityKey::new(&SecretString::from(secret)).is_ok());
     }
 }

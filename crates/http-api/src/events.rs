@@ -40,7 +40,7 @@ pub enum Condition {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Leaf {
     pub metric: Metric,
-    /// Only `>=` for now.
+    /// Always `>=`: the only comparison conditions support (any other is refused).
     #[schema(pattern = r"^>=$")]
     pub op: String,
     #[serde(deserialize_with = "crate::de::integer")]
@@ -344,8 +344,10 @@ pub enum ClaimStep {
     StockReserved,
     /// The grant command reached Kafka (one per attempt).
     CommandPublished,
-    /// No result in time: the same command sent again.
-    Recommanded,
+    /// No result in time: the same command sent again. Claims stored before this step had
+    /// its name may hold `RECOMMANDED`, which reads as this step.
+    #[serde(alias = "RECOMMANDED")]
+    CommandResent,
     ResultReceived,
     Completed,
     /// The grant failed or never answered: stock released, claim FAILED.
@@ -480,6 +482,16 @@ mod tests {
                 serde_json::from_value::<CreateRewardRequest>(bad.clone()).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn the_resent_step_is_written_command_resent_and_read_under_either_name() {
+        let written = serde_json::to_value(ClaimStep::CommandResent).unwrap();
+        assert_eq!(written, "COMMAND_RESENT");
+        for name in ["COMMAND_RESENT", "RECOMMANDED"] {
+            let read: ClaimStep = serde_json::from_value(name.into()).unwrap();
+            assert_eq!(read, ClaimStep::CommandResent, "{name}");
         }
     }
 }

@@ -71,3 +71,116 @@ pub fn init_test_logging() {
         .with_test_writer()
         .try_init();
 }
+
+/// Checks a service's list of metric names (for its unit tests): each is a valid Prometheus
+/// name, none appears twice, and `describe` describes exactly these. Panics naming the first
+/// name that fails.
+pub fn check_metric_names(all: &[&str], describe: impl FnOnce()) {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in all {
+        assert!(
+            is_prometheus_name(name),
+            "{name:?} is not a Prometheus metric name"
+        );
+        assert!(seen.insert(name.to_string()), "{name:?} is listed twice");
+    }
+    let recorder = Descriptions::default();
+    metrics::with_local_recorder(&recorder, describe);
+    let described = recorder.0.into_inner().expect("never poisoned");
+    assert_eq!(described, seen, "described metrics differ from the list");
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`, the Prometheus data model's metric names.
+fn is_prometheus_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// A recorder that only notes which metrics were described.
+#[derive(Default)]
+struct Descriptions(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+impl Descriptions {
+    fn note(&self, key: metrics::KeyName) {
+        self.0
+            .lock()
+            .expect("never poisoned")
+            .insert(key.as_str().to_owned());
+    }
+}
+
+impl metrics::Recorder for Descriptions {
+    fn describe_counter(
+        &self,
+        key: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+        self.note(key);
+    }
+
+    fn describe_gauge(
+        &self,
+        key: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+        self.note(key);
+    }
+
+    fn describe_histogram(
+        &self,
+        key: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+        self.note(key);
+    }
+
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_are_checked_for_form_uniqueness_and_description() {
+        check_metric_names(&["a_total", "b:c_seconds"], || {
+            metrics::describe_counter!("a_total", "A");
+            metrics::describe_histogram!("b:c_seconds", "B");
+        });
+        for (names, described) in [
+            (&["a_total", "a_total"][..], &["a_total"][..]),
+            (&["1a"][..], &["1a"][..]),
+            (&["a-b"][..], &["a-b"][..]),
+            (&["a_total", "b_total"][..], &["a_total"][..]),
+        ] {
+            let checked = std::panic::catch_unwind(|| {
+                check_metric_names(names, || {
+                    for name in described {
+                        metrics::describe_gauge!(*name, "x");
+                    }
+                })
+            });
+            assert!(checked.is_err(), "{names:?} passed");
+        }
+    }
+}

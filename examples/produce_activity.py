@@ -3,9 +3,11 @@
     pip install "confluent-kafka[avro,schemaregistry]"
     python3 examples/produce_activity.py <user-id> QUEST_COMPLETED --quest dragon-slayer
 
-The schema is the project's own schemas/user-activity-event.avsc; the serializer registers it
-(or finds it registered) under the TopicRecordName subject
-`game.user-activity-rewards.events.UserActivityEvent` and frames the record the Confluent way.
+The schema is the project's own schemas/user-activity-event.avsc. The platform registers it
+under the TopicRecordName subject `game.user-activity-rewards.events.UserActivityEvent` when
+the event service starts, so the serializer runs with automatic registration off, as
+production producers do: it looks the schema up, and frames the record the Confluent way
+with the id it finds.
 """
 
 import argparse
@@ -54,7 +56,11 @@ def main() -> None:
     serialize = AvroSerializer(
         registry,
         SCHEMA.read_text(),
-        conf={"subject.name.strategy": topic_record_subject},
+        conf={
+            "subject.name.strategy": topic_record_subject,
+            # Look the schema up; never register it from a game server.
+            "auto.register.schemas": False,
+        },
     )
     producer = Producer({
         "bootstrap.servers": a.brokers,

@@ -17,13 +17,11 @@ pub use error::AuthError;
 use auth_claims::{IdentityKey, Role};
 use axum::extract::FromRef;
 use http_api::auth::UserStatus;
-use messaging::outbox::{Outbox, Relay};
 use passwords::Passwords;
 use secrecy::ExposeSecret;
 use service_config::catalog::AUTH as SPEC;
-use service_deps::{Deps, DepsError};
-use service_kit::startup::StartupGate;
-use service_kit::{App, Server};
+use service_deps::{Backend, ServiceError};
+use service_kit::App;
 use std::sync::Arc;
 use store::{Store, UserDoc};
 use tokens::Tokens;
@@ -31,9 +29,7 @@ use tokens::Tokens;
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
-    Deps(#[from] DepsError),
-    #[error("binding the HTTP listener: {0}")]
-    Bind(#[from] std::io::Error),
+    Service(#[from] ServiceError),
     #[error(transparent)]
     IdentitySecret(#[from] auth_claims::IdentityError),
     #[error(transparent)]
@@ -60,46 +56,30 @@ pub struct Application;
 impl Application {
     pub async fn build(config: Config) -> Result<App, StartupError> {
         crate::metrics::describe_metrics();
-        let deps = Deps::connect(&config.deps, SPEC.name).await?;
         let identity = IdentityKey::from_config(&config.internal)?;
-        let outbox = Outbox::new(deps.mongo.db(), deps.registry.clone(), SPEC.name);
+        let backend = Backend::connect(&SPEC, &config.deps, identity.clone()).await?;
         let state = AppState {
-            store: Store::new(deps.mongo.client().clone(), deps.mongo.db(), outbox),
+            store: Store::new(
+                backend.deps().mongo.client().clone(),
+                backend.db(),
+                backend.outbox(),
+            ),
             passwords: Passwords::new(&config.passwords).await?,
             tokens: Arc::new(Tokens::new(&config.jwt)?),
             identity,
         };
-        let gate = StartupGate::default();
-        let readiness = deps.readiness();
-        let server = Server::bind(&config.http).await?;
-        let mut app = App::new(SPEC.name, server, routes::routes(state.clone()), readiness)
-            .gated_by(gate.clone());
-        let stop = app.shutdown_handle().token();
-        let relay = Relay::new(
-            deps.mongo.db(),
-            deps.producer.clone(),
-            config.relay.clone(),
-            SPEC.name,
-        );
-        app.spawn_background(relay.run(stop.clone()));
-        let (bootstrap, relay_config, db) = (
-            config.bootstrap_admin.clone(),
-            config.relay,
-            deps.mongo.db().clone(),
-        );
-        let (registry, kafka) = (deps.registry.clone(), config.deps.kafka.clone());
-        gate.run(stop, move || {
-            let (state, bootstrap) = (state.clone(), bootstrap.clone());
-            let (relay_config, db, registry) = (relay_config.clone(), db.clone(), registry.clone());
-            let kafka = kafka.clone();
-            Box::pin(async move {
-                let publishes = [contracts::USER_REGISTERED, contracts::USER_STATUS_CHANGED];
-                Relay::prepare(&db, &relay_config, &kafka, &registry, &publishes)
-                    .await
-                    .map_err(|e| AuthError::Internal(e.to_string()))?;
-                prepare_database(&state, &bootstrap).await
+        let (prepared, bootstrap) = (state.clone(), config.bootstrap_admin);
+        let app = backend
+            .publishes(
+                config.relay,
+                &[contracts::USER_REGISTERED, contracts::USER_STATUS_CHANGED],
+            )
+            .prepare(move || {
+                let (state, bootstrap) = (prepared.clone(), bootstrap.clone());
+                Box::pin(async move { prepare_database(&state, &bootstrap).await })
             })
-        });
+            .serve(&config.http, routes::routes(state))
+            .await?;
         Ok(app)
     }
 }

@@ -103,7 +103,7 @@ impl IntoResponse for EventError {
                 "The event is not active (or outside its time window)",
             ),
             EventError::ConditionNotMet(progress) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::CONFLICT,
                 "condition_not_met",
                 "The event's condition is not met yet",
             )

@@ -19,17 +19,15 @@ pub use error::EventError;
 use auth_claims::IdentityKey;
 use axum::extract::FromRef;
 use claims::{GrantResults, Saga};
-use messaging::consumer::{ConsumerConfig, ConsumerRunner, Handler};
-use messaging::dlq::DeadLetters;
-use messaging::outbox::{Outbox, Relay, RelayConfig};
+use messaging::consumer::{ConsumerConfig, InboxConfig};
+use messaging::outbox::RelayConfig;
 use messaging::topics;
 use progress::ProgressFolder;
 use serde::{Deserialize, Serialize};
 use service_config::catalog::EVENT as SPEC;
 use service_config::{HttpConfig, InternalConfig, LogConfig};
-use service_deps::{Deps, DepsConfig, DepsError};
-use service_kit::startup::StartupGate;
-use service_kit::{App, Server};
+use service_deps::{Backend, DepsConfig, ServiceError};
+use service_kit::App;
 use std::sync::Arc;
 use store::Store;
 
@@ -46,6 +44,8 @@ pub struct Config {
     pub activity: ConsumerConfig,
     /// The consumer of reward.grant-results (the saga's second half).
     pub grant_results: ConsumerConfig,
+    /// The inbox all three consumers share.
+    pub inbox: InboxConfig,
     pub saga: SagaConfig,
     pub relay: RelayConfig,
     pub log: LogConfig,
@@ -69,6 +69,7 @@ impl Default for Config {
                 ..ConsumerConfig::default()
             },
             grant_results: ConsumerConfig::default(),
+            inbox: InboxConfig::default(),
             saga: SagaConfig::default(),
             relay: RelayConfig::default(),
             log: LogConfig::default(),
@@ -79,9 +80,7 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
-    Deps(#[from] DepsError),
-    #[error("binding the HTTP listener: {0}")]
-    Bind(#[from] std::io::Error),
+    Service(#[from] ServiceError),
     #[error(transparent)]
     IdentitySecret(#[from] auth_claims::IdentityError),
 }
@@ -119,138 +118,89 @@ pub struct Application;
 impl Application {
     pub async fn build(config: Config) -> Result<App, StartupError> {
         crate::metrics::describe_metrics();
-        let deps = Deps::connect(&config.deps, SPEC.name).await?;
-        let db = deps.mongo.db().clone();
-        let outbox = Outbox::new(&db, deps.registry.clone(), SPEC.name);
+        let identity = IdentityKey::from_config(&config.internal)?;
+        let backend = Backend::connect(&SPEC, &config.deps, identity.clone()).await?;
+        let db = backend.db().clone();
         let store = Store::new(
             &db,
             std::time::Duration::from_millis(config.saga.catalog_ttl_ms),
         );
         let saga = Saga::new(
-            deps.mongo.client().clone(),
+            backend.deps().mongo.client().clone(),
             &db,
             store.clone(),
-            outbox,
+            backend.outbox(),
             config.saga.clone(),
         );
         let state = AppState(Arc::new(Shared {
-            store,
+            store: store.clone(),
             saga: saga.clone(),
             progress: ProgressFolder::new(&db),
-            identity: IdentityKey::from_config(&config.internal)?,
+            identity,
         }));
-        let dead_letters = DeadLetters::new(&db, deps.producer.clone(), deps.registry.clone());
-        let routes = routes::routes(state.clone()).merge(messaging::dlq::routes(
-            SPEC.name,
-            dead_letters.clone(),
-            state.identity.clone(),
-        ));
-        let gate = StartupGate::default();
-        let server = Server::bind(&config.http).await?;
-        let mut app = App::new(SPEC.name, server, routes, deps.readiness()).gated_by(gate.clone());
-        let stop = app.shutdown_handle().token();
-
-        let consumers = Consumers {
-            deps: &deps,
-            kafka: &config.deps.kafka,
-            dead_letters: &dead_letters,
-        };
-        consumers.spawn(
-            &mut app,
-            users::CONSUMER_GROUP,
-            topics::USER_EVENTS,
-            &config.user_events,
-            users::UserStates::new(&db),
-        );
-        consumers.spawn(
-            &mut app,
-            progress::CONSUMER_GROUP,
-            topics::USER_ACTIVITY,
-            &config.activity,
-            ProgressFolder::new(&db),
-        );
-        consumers.spawn(
-            &mut app,
-            claims::RESULTS_GROUP,
-            topics::GRANT_RESULTS,
-            &config.grant_results,
-            GrantResults::new(saga.clone()),
-        );
-        let relay = Relay::new(&db, deps.producer.clone(), config.relay.clone(), SPEC.name);
-        app.spawn_background(relay.run(stop.clone()));
-        app.spawn_background(saga.clone().run_timeouts(stop.clone()));
-
-        let (consumer_config, relay_config, registry) =
-            (config.user_events, config.relay, deps.registry.clone());
-        let kafka = config.deps.kafka.clone();
-        gate.run(stop, move || {
-            let (store, letters, saga) = (state.store.clone(), dead_letters.clone(), saga.clone());
-            let (db, consumer_config, relay_config, registry) = (
-                db.clone(),
-                consumer_config.clone(),
-                relay_config.clone(),
-                registry.clone(),
-            );
-            let kafka = kafka.clone();
-            Box::pin(async move {
-                let internal = |e: String| EventError::Internal(e);
-                store.ensure_indexes().await?;
-                saga.ensure_indexes().await?;
-                letters
-                    .ensure_indexes()
-                    .await
-                    .map_err(|e| internal(e.to_string()))?;
-                // One inbox serves every consumer group of this database.
-                ConsumerRunner::<users::UserStates>::ensure_indexes(&db, &consumer_config).await?;
-                Relay::prepare(
-                    &db,
-                    &relay_config,
-                    &kafka,
-                    &registry,
-                    &[contracts::GRANT_REWARD_COMMAND],
-                )
-                .await
-                .map_err(|e| internal(e.to_string()))?;
-                Ok::<_, EventError>(())
+        let timeouts = saga.clone();
+        let app = backend
+            .publishes(config.relay, &[contracts::GRANT_REWARD_COMMAND])
+            .inbox(config.inbox)
+            .consumes(
+                users::CONSUMER_GROUP,
+                topics::USER_EVENTS,
+                &config.user_events,
+                users::UserStates::new(&db),
+            )
+            .consumes(
+                progress::CONSUMER_GROUP,
+                topics::USER_ACTIVITY,
+                &config.activity,
+                ProgressFolder::new(&db),
+            )
+            .consumes(
+                claims::RESULTS_GROUP,
+                topics::GRANT_RESULTS,
+                &config.grant_results,
+                GrantResults::new(saga.clone()),
+            )
+            .background(move |stop| timeouts.run_timeouts(stop))
+            .prepare(move || {
+                let (store, saga) = (store.clone(), saga.clone());
+                Box::pin(async move {
+                    store.ensure_indexes().await?;
+                    saga.ensure_indexes().await
+                })
             })
-        });
+            .serve(&config.http, routes::routes(state))
+            .await?;
         Ok(app)
     }
 }
 
-/// What every consumer group of the service shares.
-struct Consumers<'a> {
-    deps: &'a Deps,
-    kafka: &'a service_config::KafkaConfig,
-    dead_letters: &'a DeadLetters,
-}
+#[cfg(test)]
+// figment's Jail API fixes the closure's error type; its size is not ours to choose.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
 
-impl Consumers<'_> {
-    /// Runs one consumer group in the background until the app stops; a consumer that dies
-    /// is logged (and readiness reports the dependency it lost).
-    fn spawn<H: Handler>(
-        &self,
-        app: &mut App,
-        group: &'static str,
-        topic: &str,
-        config: &ConsumerConfig,
-        handler: H,
-    ) {
-        let runner = ConsumerRunner::new(
-            group,
-            &[topic],
-            self.kafka.clone(),
-            config.clone(),
-            handler,
-            self.deps.registry.clone(),
-            self.deps.mongo.clone(),
-            self.dead_letters.clone(),
-        );
-        let stop = app.shutdown_handle().token();
-        app.spawn_background(async move {
-            if let Err(e) = runner.run(stop).await {
-                tracing::error!(group, error = %e, "consumer stopped");
-            }
+    #[test]
+    fn one_inbox_retention_for_the_service_from_file_or_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file("event.toml", "[inbox]\nretention_hours = 400\n")?;
+            jail.set_env(service_config::CONFIG_FILE_ENV, "event.toml");
+            let config: Config = service_config::load().map_err(|e| e.to_string())?;
+            assert_eq!(config.inbox.retention_hours, 400);
+            jail.set_env("REWARDS_INBOX__RETENTION_HOURS", "500");
+            let config: Config = service_config::load().map_err(|e| e.to_string())?;
+            assert_eq!(config.inbox.retention_hours, 500);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_consumer_section_refuses_the_retention_key_it_no_longer_has() {
+        Jail::expect_with(|jail| {
+            jail.set_env("REWARDS_ACTIVITY__INBOX_RETENTION_HOURS", "400");
+            assert!(service_config::load::<Config>().is_err());
+            Ok(())
         });
     }
 }

@@ -2,7 +2,7 @@
 //! relay, and failure injection, which lets a demo or a test make grants fail or slow down
 //! on purpose so the event service's compensation path can be exercised.
 
-use messaging::consumer::ConsumerConfig;
+use messaging::consumer::{ConsumerConfig, InboxConfig};
 use messaging::outbox::RelayConfig;
 use serde::{Deserialize, Serialize};
 use service_config::catalog::REWARD_FULFILLMENT as SPEC;
@@ -18,6 +18,8 @@ pub struct Config {
     pub internal: InternalConfig,
     /// The consumer of event.grant-commands.
     pub grant_commands: ConsumerConfig,
+    /// The inbox of the service's consumer.
+    pub inbox: InboxConfig,
     /// The relay publishing grant results from the outbox.
     pub relay: RelayConfig,
     pub failure: FailureConfig,
@@ -31,6 +33,7 @@ impl Default for Config {
             deps: DepsConfig::for_service(&SPEC),
             internal: InternalConfig::default(),
             grant_commands: ConsumerConfig::default(),
+            inbox: InboxConfig::default(),
             relay: RelayConfig::default(),
             failure: FailureConfig::default(),
             log: LogConfig::default(),
@@ -74,8 +77,22 @@ impl FailureConfig {
 pub struct ConfigError(pub String);
 
 #[cfg(test)]
+// figment's Jail API fixes the closure's error type; its size is not ours to choose.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_inbox_retention_is_the_service_s_own_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REWARDS_INBOX__RETENTION_HOURS", "500");
+            let config: Config = service_config::load().map_err(|e| e.to_string())?;
+            assert_eq!(config.inbox.retention_hours, 500);
+            jail.set_env("REWARDS_GRANT_COMMANDS__INBOX_RETENTION_HOURS", "400");
+            assert!(service_config::load::<Config>().is_err());
+            Ok(())
+        });
+    }
 
     #[test]
     fn failure_rate_must_be_a_probability() {

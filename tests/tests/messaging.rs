@@ -616,7 +616,8 @@ async fn a_replay_after_the_cause_is_fixed_is_processed_once() {
 /// stops when told to: the way out of a consumer librdkafka has wedged.
 #[tokio::test]
 async fn a_consumer_whose_group_stays_unsettled_is_made_again() {
-    use messaging::consumer::{ConsumerConfig, ConsumerRunner, REBUILDS};
+    use messaging::consumer::{ConsumerConfig, ConsumerRunner};
+    use messaging::metrics::CONSUMER_REBUILDS as REBUILDS;
     let metrics = telemetry::metrics();
     let mongo = database("rebuild").await;
     let registry = registry();
@@ -661,6 +662,104 @@ async fn a_consumer_whose_group_stays_unsettled_is_made_again() {
         .expect("the runner stops when told to, rebuilding or not")
         .unwrap()
         .unwrap();
+}
+
+/// Seconds after which the inbox's TTL index forgets a record.
+async fn inbox_ttl_seconds(mongo: &Mongo) -> i64 {
+    use futures::TryStreamExt;
+    let indexes: Vec<Document> = mongo
+        .db()
+        .collection::<Document>("inbox")
+        .list_indexes()
+        .await
+        .unwrap()
+        .map_ok(|index| mongo_kit::mongodb::bson::to_document(&index).unwrap())
+        .try_collect()
+        .await
+        .unwrap();
+    let ttl = indexes
+        .iter()
+        .find(|index| index.get_str("name") == Ok("processed_ttl"))
+        .unwrap_or_else(|| panic!("no processed_ttl index among {indexes:?}"));
+    match ttl.get("expireAfterSeconds") {
+        Some(mongo_kit::mongodb::bson::Bson::Int32(n)) => i64::from(*n),
+        Some(mongo_kit::mongodb::bson::Bson::Int64(n)) => *n,
+        other => panic!("expireAfterSeconds: {other:?}"),
+    }
+}
+
+/// The inbox's TTL takes the service's retention, and a changed retention changes the index
+/// (instead of failing start-up on the index that is already there).
+#[tokio::test]
+async fn the_inbox_ttl_index_takes_the_configured_retention_and_follows_a_change() {
+    use messaging::consumer::{InboxConfig, ensure_inbox_indexes};
+    let mongo = database("inbox_ttl").await;
+    let retention = |hours| InboxConfig {
+        retention_hours: hours,
+    };
+    ensure_inbox_indexes(mongo.db(), &retention(30))
+        .await
+        .unwrap();
+    assert_eq!(inbox_ttl_seconds(&mongo).await, 30 * 3600);
+    ensure_inbox_indexes(mongo.db(), &retention(50))
+        .await
+        .unwrap();
+    assert_eq!(inbox_ttl_seconds(&mongo).await, 50 * 3600);
+}
+
+/// A service that consumes gets the inbox TTL of its own `[inbox]` settings, whatever its
+/// consumers' settings say: the start-up work of the service builder makes the index.
+#[tokio::test]
+async fn a_consuming_service_s_inbox_ttl_is_the_service_s_configured_retention() {
+    use messaging::consumer::{ConsumerConfig, InboxConfig};
+    use service_config::catalog::ServiceSpec;
+    const SPEC: ServiceSpec = ServiceSpec {
+        name: "inbox-test",
+        default_port: 0,
+        database: None,
+        needs: &[],
+        upstreams: &[],
+        cluster_instances: 1,
+    };
+    let deps = service_deps::DepsConfig {
+        mongo: test_support::mongo("inbox_service"),
+        kafka: test_support::kafka(),
+        registry: test_support::registry(),
+    };
+    let mongo = Mongo::connect(&deps.mongo, "messaging-test").await.unwrap();
+    let topic = topic("inbox_service", 1).await;
+    let identity = auth_claims::IdentityKey::new(
+        &test_support::required(test_support::IDENTITY_SECRET).into(),
+    )
+    .unwrap();
+    let backend = service_deps::Backend::connect(&SPEC, &deps, identity)
+        .await
+        .unwrap();
+    let handler = effects::Effects::new(backend.db());
+    let app = backend
+        .inbox(InboxConfig {
+            retention_hours: 77,
+        })
+        .consumes("inbox-test", &topic, &ConsumerConfig::default(), handler)
+        .serve(&service_config::HttpConfig::default(), axum::Router::new())
+        .await
+        .unwrap();
+    let shutdown = app.shutdown_handle();
+    let running = tokio::spawn(app.run_until_stopped());
+    poll_until(Duration::from_secs(60), "the inbox's TTL index", || async {
+        let indexes = mongo
+            .db()
+            .collection::<Document>("inbox")
+            .list_index_names()
+            .await;
+        indexes
+            .is_ok_and(|names| names.iter().any(|n| n == "processed_ttl"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(inbox_ttl_seconds(&mongo).await, 77 * 3600);
+    shutdown.trigger();
+    running.await.unwrap().unwrap();
 }
 
 // --- the first users: auth's events, the event service's consumer and DLQ --------------

@@ -43,7 +43,7 @@ async fn a_player_meets_the_condition_through_activity_claims_and_the_reward_rea
     let early = claim_once(&api, &player.access, &event, &reward).await;
     assert_eq!(
         (early.status, early.code()),
-        (422, "condition_not_met"),
+        (409, "condition_not_met"),
         "{early:?}"
     );
     assert_eq!(early.body["progress"]["leaves"][0]["current"], 0);

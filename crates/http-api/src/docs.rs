@@ -107,7 +107,7 @@ fn add_common_responses(operation: &mut Value) {
     ));
     common.push((
         "503",
-        "`database_unavailable`, `dependency_unavailable`, `auth_unavailable`, `busy`, \
+        "`database_unavailable`, `broker_unavailable`, `auth_unavailable`, `busy`, \
          `starting`: try again after `Retry-After`",
     ));
     common.push(("504", "`upstream_timeout`"));
@@ -435,8 +435,7 @@ fn my_progress() {}
         (status = 400, description = "`idempotency_key_missing`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`user_not_allowed` (banned or deleted)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`event_not_found`, `reward_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`idempotency_key_reused`, `out_of_stock`, `claim_limit_reached`, `event_not_active`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`condition_not_met`, with `progress`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`condition_not_met` (with `progress`), `idempotency_key_reused`, `out_of_stock`, `claim_limit_reached`, `event_not_active`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn create_claim() {}
 

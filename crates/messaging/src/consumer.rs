@@ -21,8 +21,9 @@
 //!   Unreachable infrastructure is retried for as long as it takes; other retryable errors
 //!   a bounded number of times, then message by message, so one bad message cannot hold a
 //!   partition forever.
-//! - Inbox records expire after `inbox_retention_hours`, which must exceed the topics'
-//!   retention so that nothing old enough to be re-delivered has been forgotten.
+//! - Inbox records expire after the service's [`InboxConfig::retention_hours`] (one inbox,
+//!   and so one retention, for all the consumer groups of a database), which must exceed the
+//!   topics' retention so that nothing old enough to be re-delivered has been forgotten.
 //! - A Kafka consumer whose group stays unsettled (not joined, or no working connection to
 //!   its coordinator, by librdkafka's own statistics) for `rebuild_unsettled_after_ms` is
 //!   closed like at shutdown and made again: librdkafka can wedge a coordinator connection
@@ -30,9 +31,11 @@
 
 use crate::dlq::{DeadLetter, DeadLetters, ErrorClass};
 use crate::kafka::KafkaClientError;
+use crate::metrics as names;
 use crate::outbox::MESSAGE_ID_HEADER;
 use crate::registry::SchemaRegistry;
 use apache_avro::types::Value;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use contracts::{Contract, UserEvent};
 use mongo_kit::Mongo;
 use mongo_kit::mongodb::bson::{DateTime, doc};
@@ -43,6 +46,7 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use service_config::KafkaConfig;
+use service_kit::retry;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -51,9 +55,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// How a consumer behaves.
+/// How a consumer behaves. Unknown keys are refused: a misspelt or removed setting stops
+/// the service at start-up instead of being ignored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ConsumerConfig {
     /// Most messages applied in one transaction.
     pub batch_size: usize,
@@ -62,8 +67,6 @@ pub struct ConsumerConfig {
     pub max_attempts: u32,
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
-    /// How long processed message ids are remembered (longer than any topic's retention).
-    pub inbox_retention_hours: u64,
     /// How long the consumer's group may stay unsettled (librdkafka's statistics show it not
     /// joined, or its coordinator connection down) before the Kafka consumer is closed and
     /// made again. librdkafka can wedge a consumer's coordinator connection after a broker
@@ -79,11 +82,65 @@ impl Default for ConsumerConfig {
             max_attempts: 5,
             backoff_initial_ms: 100,
             backoff_max_ms: 10_000,
-            inbox_retention_hours: 14 * 24,
             rebuild_unsettled_after_ms: 60_000,
         }
     }
 }
+
+/// The inbox of a service's database, which all its consumer groups share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InboxConfig {
+    /// How long processed message ids are remembered (longer than any topic's retention).
+    pub retention_hours: u64,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            retention_hours: 14 * 24,
+        }
+    }
+}
+
+/// The inbox's indexes: the TTL that forgets records after `config.retention_hours`, and
+/// the unique index on the ids.
+pub async fn ensure_inbox_indexes(
+    db: &mongo_kit::mongodb::Database,
+    config: &InboxConfig,
+) -> Result<(), mongo_kit::mongodb::error::Error> {
+    mongo_kit::ensure_ttl_index(
+        &db.collection::<InboxRecord>(INBOX),
+        "processed_ttl",
+        "processedAt",
+        Duration::from_secs(config.retention_hours * 3600),
+    )
+    .await?;
+    ensure_ids_index(db).await
+}
+
+/// The unique index that makes a second record of an id fail. Sparse, because records of
+/// the old shape have no `ids`.
+async fn ensure_ids_index(
+    db: &mongo_kit::mongodb::Database,
+) -> Result<(), mongo_kit::mongodb::error::Error> {
+    let unique = IndexOptions::builder()
+        .name("ids_unique".to_owned())
+        .unique(true)
+        .sparse(true)
+        .build();
+    db.collection::<InboxRecord>(INBOX)
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! { "ids": 1 })
+                .options(unique)
+                .build(),
+        )
+        .await?;
+    Ok(())
+}
+
+const INBOX: &str = "inbox";
 
 /// A decoded message and where it came from.
 #[derive(Debug, Clone)]
@@ -167,6 +224,10 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Turns a decoded Avro record into a message type.
 pub trait Decode: Sized {
+    /// The contracts this type decodes from. A service registers them at start-up, so
+    /// producers outside the platform can run with automatic registration off.
+    const SCHEMAS: &'static [contracts::ContractSchema];
+
     /// `record` is the writer's full record name.
     fn decode(record: &str, value: &Value) -> Result<Self, String>;
     fn message_id(&self) -> String;
@@ -183,6 +244,8 @@ fn decode_contract<T: Contract>(record: &str, value: &Value) -> Result<T, String
 macro_rules! decode_contracts {
     ($($type:ty),*) => {$(
         impl Decode for $type {
+            const SCHEMAS: &'static [contracts::ContractSchema] = &[<$type as Contract>::SCHEMA];
+
             fn decode(record: &str, value: &Value) -> Result<Self, String> {
                 decode_contract(record, value)
             }
@@ -203,6 +266,9 @@ decode_contracts!(
 );
 
 impl Decode for UserEvent {
+    const SCHEMAS: &'static [contracts::ContractSchema] =
+        &[contracts::USER_REGISTERED, contracts::USER_STATUS_CHANGED];
+
     fn decode(record: &str, value: &Value) -> Result<Self, String> {
         match record {
             r if r == contracts::USER_REGISTERED.full_name => {
@@ -226,9 +292,9 @@ impl Decode for UserEvent {
 /// The inbox record of one applied batch: the ids of its messages that must not be applied
 /// again, and where they came from (a batch is one partition's messages, in order).
 ///
-/// Before, the inbox held a document per message id (`_id` the message id, no `ids`); such
-/// documents are still honoured (`check_inbox`, `known`) until they expire. Versions before
-/// this one do not see records of this shape: they must not consume alongside it.
+/// Inbox documents of the per-message shape (`_id` the message id, no `ids`) are honoured too
+/// (`check_inbox`, `known`) until they expire. A consumer that knows only that shape does not
+/// see records of this one, so it must not consume alongside this runner.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct InboxRecord {
@@ -240,9 +306,6 @@ struct InboxRecord {
     offsets: [i64; 2],
     processed_at: DateTime,
 }
-
-/// Consumers closed and made again because their group stayed unsettled, by group.
-pub const REBUILDS: &str = "consumer_rebuilds_total";
 
 /// Reports consumer lag, and whether the group is settled, from librdkafka's statistics.
 struct LagContext {
@@ -293,7 +356,7 @@ impl ClientContext for LagContext {
             for (partition, p) in stats.partitions {
                 if partition >= 0 && p.consumer_lag >= 0 {
                     metrics::gauge!(
-                        "consumer_lag",
+                        names::CONSUMER_LAG,
                         "group" => self.group.clone(),
                         "topic" => topic.clone(),
                         "partition" => partition.to_string()
@@ -347,53 +410,12 @@ impl<H: Handler> ConsumerRunner<H> {
             config,
             handler: Arc::new(handler),
             registry,
-            inbox: mongo.db().collection("inbox"),
+            inbox: mongo.db().collection(INBOX),
             optimistic: false,
             legacy: true,
             mongo,
             dead_letters,
         }
-    }
-
-    /// The inbox's TTL index.
-    pub async fn ensure_indexes(
-        db: &mongo_kit::mongodb::Database,
-        config: &ConsumerConfig,
-    ) -> Result<(), mongo_kit::mongodb::error::Error> {
-        let ttl = IndexOptions::builder()
-            .name("processed_ttl".to_owned())
-            .expire_after(Duration::from_secs(config.inbox_retention_hours * 3600))
-            .build();
-        db.collection::<InboxRecord>("inbox")
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "processedAt": 1 })
-                    .options(ttl)
-                    .build(),
-            )
-            .await?;
-        Self::ensure_ids_index(db).await
-    }
-
-    /// The unique index that makes a second record of an id fail. Sparse, because records of
-    /// the old shape have no `ids`.
-    async fn ensure_ids_index(
-        db: &mongo_kit::mongodb::Database,
-    ) -> Result<(), mongo_kit::mongodb::error::Error> {
-        let unique = IndexOptions::builder()
-            .name("ids_unique".to_owned())
-            .unique(true)
-            .sparse(true)
-            .build();
-        db.collection::<InboxRecord>("inbox")
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "ids": 1 })
-                    .options(unique)
-                    .build(),
-            )
-            .await?;
-        Ok(())
     }
 
     /// Makes sure the inbox's unique index exists, then decides how batches are checked
@@ -402,27 +424,22 @@ impl<H: Handler> ConsumerRunner<H> {
     /// it is also what stops two consumers that briefly own the same partition (a
     /// rebalance) from both committing a message. False if stopped first.
     async fn check_inbox(&mut self, stop: &CancellationToken) -> bool {
-        let mut attempt = 0;
-        let legacy = loop {
-            let checked = async {
-                Self::ensure_ids_index(self.mongo.db()).await?;
-                self.inbox
-                    .clone_with_type::<mongo_kit::mongodb::bson::Document>()
-                    .find_one(doc! { "_id": { "$type": "string" } })
-                    .projection(doc! { "_id": 1 })
-                    .await
-                    .map(|found| found.is_some())
-            };
-            match checked.await {
-                Ok(legacy) => break legacy,
-                Err(e) => {
-                    attempt += 1;
-                    tracing::warn!(group = %self.group, error = %e, "checking the inbox failed; retrying");
-                    if !self.wait(stop, attempt).await {
-                        return false;
-                    }
-                }
-            }
+        let check = || async {
+            ensure_ids_index(self.mongo.db()).await?;
+            self.inbox
+                .clone_with_type::<mongo_kit::mongodb::bson::Document>()
+                .find_one(doc! { "_id": { "$type": "string" } })
+                .projection(doc! { "_id": 1 })
+                .await
+                .map(|found| found.is_some())
+        };
+        let checked = retry::until_stopped(self.backoff(), stop, check, |e, _| {
+            tracing::warn!(group = %self.group, error = %e, "checking the inbox failed; retrying");
+            true
+        })
+        .await;
+        let Ok(legacy) = checked else {
+            return false;
         };
         self.legacy = legacy;
         self.optimistic = !legacy;
@@ -440,13 +457,10 @@ impl<H: Handler> ConsumerRunner<H> {
         if !self.check_inbox(&stop).await {
             return Ok(());
         }
-        metrics::describe_counter!(
-            REBUILDS,
-            "Kafka consumers closed and made again because their group stayed unsettled"
-        );
         let runner = Arc::new(self);
         while runner.consume(&stop).await? == Ended::Unsettled {
-            metrics::counter!(REBUILDS, "group" => runner.group.clone()).increment(1);
+            metrics::counter!(names::CONSUMER_REBUILDS, "group" => runner.group.clone())
+                .increment(1);
         }
         Ok(())
     }
@@ -570,104 +584,148 @@ impl<H: Handler> ConsumerRunner<H> {
             if left < self.config.batch_size && paused.swap(false, Ordering::AcqRel) {
                 let _ = consumer.resume(&one_partition(&topic, partition));
             }
-            #[cfg(feature = "failpoints")]
-            failpoint("consumer-after-offset-store");
         }
     }
 
     /// Decodes, applies and dead-letters one batch. Returns false if `stop` cut it short.
     async fn process(&self, batch: Vec<OwnedMessage>, stop: &CancellationToken) -> bool {
-        // The decoded messages and, at the same index, the raw message each came from: the
-        // handler gets the deliveries as one slice, without copying them.
-        let mut raws: Vec<&OwnedMessage> = Vec::with_capacity(batch.len());
-        let mut deliveries: Vec<Delivery<H::Message>> = Vec::with_capacity(batch.len());
-        let mut dead = Vec::new();
-        let mut attempt = 0;
+        let Some((deliveries, mut given_up)) = self.decode_all(&batch, stop).await else {
+            return false;
+        };
+        let deliveries = self.without_repeats(deliveries);
+        let Some(rejected) = self.apply_or_isolate(&batch, &deliveries, stop).await else {
+            return false;
+        };
+        given_up.extend(rejected);
+        self.dead_letter_all(given_up, stop).await
+    }
+
+    /// Decodes every message of `batch`: the deliveries, and the messages given up on as
+    /// undecodable. While the registry is unreachable, waits and decodes the batch again
+    /// (nothing is skipped); None if stopped meanwhile.
+    async fn decode_all<'a>(
+        &self,
+        batch: &'a [OwnedMessage],
+        stop: &CancellationToken,
+    ) -> Option<(Vec<Delivery<H::Message>>, Vec<GivenUp<'a>>)> {
+        let mut backoff = self.backoff().build();
         'decoding: loop {
-            raws.clear();
-            deliveries.clear();
-            dead.clear();
-            for raw in &batch {
+            let mut deliveries = Vec::with_capacity(batch.len());
+            let mut given_up = Vec::new();
+            for raw in batch {
                 match self.decode(raw).await {
-                    Decoded::Message(delivery) => {
-                        raws.push(raw);
-                        deliveries.push(delivery);
+                    Decoded::Message(delivery) => deliveries.push(delivery),
+                    Decoded::Dead(class, reason) => {
+                        given_up.push(GivenUp::once(raw, class, reason))
                     }
-                    Decoded::Dead(class, reason) => dead.push((raw, class, reason, 1)),
                     Decoded::Retry(reason) => {
-                        // The registry is unreachable: wait for it, nothing is skipped.
-                        attempt += 1;
                         tracing::warn!(topic = raw.topic(), error = %reason, "cannot decode yet");
-                        if !self.wait(stop, attempt).await {
-                            return false;
+                        if !self.wait(stop, &mut backoff).await {
+                            return None;
                         }
                         continue 'decoding;
                     }
                 }
             }
-            break;
+            return Some((deliveries, given_up));
         }
-        // A re-send within the same batch counts once.
-        let mut seen = HashSet::with_capacity(deliveries.len());
-        let keep: Vec<bool> = deliveries
-            .iter()
-            .map(|d| seen.insert(d.message_id.as_str()))
-            .collect();
-        drop(seen);
-        let repeats = keep.iter().filter(|k| !**k).count();
+    }
+
+    /// `deliveries` without re-sends within the batch (a message id seen earlier in it),
+    /// which are counted as duplicates.
+    fn without_repeats(
+        &self,
+        mut deliveries: Vec<Delivery<H::Message>>,
+    ) -> Vec<Delivery<H::Message>> {
+        let first: Vec<bool> = {
+            let mut seen = HashSet::with_capacity(deliveries.len());
+            deliveries
+                .iter()
+                .map(|d| seen.insert(d.message_id.as_str()))
+                .collect()
+        };
+        let repeats = first.iter().filter(|first| !**first).count();
         if repeats > 0 {
-            self.count("consumer_duplicates_total", repeats as u64);
-            let mut flags = keep.iter();
-            raws.retain(|_| *flags.next().unwrap_or(&true));
-            let mut flags = keep.iter();
-            deliveries.retain(|_| *flags.next().unwrap_or(&true));
+            self.count(names::CONSUMER_DUPLICATES, repeats as u64);
+            let mut first = first.into_iter();
+            deliveries.retain(|_| first.next().unwrap_or(true));
         }
-        match self.apply_with_retries(&deliveries, stop).await {
-            Applied::Outcomes(outcomes) => {
-                for (raw, outcome) in raws.iter().zip(outcomes) {
-                    if let Outcome::Invalid(reason) = outcome {
-                        dead.push((raw, ErrorClass::InvalidContent, reason, 1));
-                    }
-                }
-            }
-            Applied::Stopped => return false,
+        deliveries
+    }
+
+    /// Applies `deliveries`; when the batch keeps failing, applies them one at a time to find
+    /// the culprits. Returns the messages given up on; None if stopped.
+    async fn apply_or_isolate<'a>(
+        &self,
+        batch: &'a [OwnedMessage],
+        deliveries: &[Delivery<H::Message>],
+        stop: &CancellationToken,
+    ) -> Option<Vec<GivenUp<'a>>> {
+        match self.apply_with_retries(deliveries, stop).await {
+            Applied::Outcomes(outcomes) => Some(invalid(batch, deliveries.iter().zip(outcomes))),
+            Applied::Stopped => None,
             Applied::Exhausted(attempts, reason) => {
-                // Find the culprit: one message at a time, each with its own attempts.
-                for (raw, delivery) in raws.iter().zip(&deliveries) {
-                    match self
-                        .apply_with_retries(std::slice::from_ref(delivery), stop)
-                        .await
-                    {
-                        Applied::Outcomes(outcomes) => {
-                            if let Some(Outcome::Invalid(reason)) = outcomes.into_iter().next() {
-                                dead.push((raw, ErrorClass::InvalidContent, reason, 1));
-                            }
-                        }
-                        Applied::Stopped => return false,
-                        Applied::Exhausted(single, error) => dead.push((
-                            raw,
-                            ErrorClass::RetriesExhausted,
-                            format!("{error} (batch failed {attempts} times: {reason})"),
-                            single,
-                        )),
-                    }
+                let failed = format!("batch failed {attempts} times: {reason}");
+                self.isolate(batch, deliveries, &failed, stop).await
+            }
+        }
+    }
+
+    /// Applies each of `deliveries` on its own, each with its own attempts.
+    async fn isolate<'a>(
+        &self,
+        batch: &'a [OwnedMessage],
+        deliveries: &[Delivery<H::Message>],
+        failed: &str,
+        stop: &CancellationToken,
+    ) -> Option<Vec<GivenUp<'a>>> {
+        let mut given_up = Vec::new();
+        for delivery in deliveries {
+            match self
+                .apply_with_retries(std::slice::from_ref(delivery), stop)
+                .await
+            {
+                Applied::Outcomes(outcomes) => {
+                    given_up.extend(invalid(batch, std::iter::once(delivery).zip(outcomes)));
+                }
+                Applied::Stopped => return None,
+                Applied::Exhausted(attempts, error) => {
+                    given_up.extend(raw_of(batch, delivery).map(|raw| GivenUp {
+                        raw,
+                        class: ErrorClass::RetriesExhausted,
+                        reason: format!("{error} ({failed})"),
+                        attempts,
+                    }))
                 }
             }
         }
-        for (raw, class, reason, attempts) in dead {
+        Some(given_up)
+    }
+
+    /// Records each message given up on in the dead-letter queue, retrying until it is
+    /// recorded: the offset must not move past a message that is neither applied nor there.
+    /// False if stopped first.
+    async fn dead_letter_all(&self, given_up: Vec<GivenUp<'_>>, stop: &CancellationToken) -> bool {
+        for GivenUp {
+            raw,
+            class,
+            reason,
+            attempts,
+        } in given_up
+        {
             let letter = DeadLetter::from_message(raw, &self.group, class, &reason, attempts);
-            let mut attempt = 0;
-            // The offset must not move past a message that is neither applied nor in the DLQ.
-            while let Err(e) = self.dead_letters.record(letter.clone()).await {
-                attempt += 1;
+            let record = || self.dead_letters.record(letter.clone());
+            let recorded = retry::until_stopped(self.backoff(), stop, record, |e, _| {
                 tracing::warn!(error = %e, "dead-lettering failed; retrying");
-                if !self.wait(stop, attempt).await {
-                    return false;
-                }
+                true
+            })
+            .await;
+            if recorded.is_err() {
+                return false;
             }
             tracing::warn!(topic = raw.topic(), partition = raw.partition(), offset = raw.offset(),
                 class = class.as_str(), %reason, "message dead-lettered");
-            metrics::counter!("consumer_dead_lettered_total", "group" => self.group.clone(), "class" => class.as_str())
+            metrics::counter!(names::CONSUMER_DEAD_LETTERED, "group" => self.group.clone(), "class" => class.as_str())
                 .increment(1);
         }
         true
@@ -686,7 +744,7 @@ impl<H: Handler> ConsumerRunner<H> {
             Err(e) => {
                 // Well-framed bytes whose schema id the registry does not know, or garbage.
                 let framed = bytes.len() > 5 && bytes[0] == 0;
-                let class = if framed && e.to_string().contains("404") {
+                let class = if framed && e.is_unknown_schema() {
                     ErrorClass::UnknownSchema
                 } else {
                     ErrorClass::Undecodable
@@ -722,9 +780,10 @@ impl<H: Handler> ConsumerRunner<H> {
         }
         let mut counted = 0;
         let mut waited = 0;
+        let mut backoff = self.backoff().build();
         let mut look_up = !self.optimistic;
         loop {
-            let error = match self.apply(batch, look_up).await {
+            let error = match self.apply(batch, look_up, stop).await {
                 Ok(outcomes) => return Applied::Outcomes(outcomes),
                 // The inbox's unique index refused an id it holds (or a handler's own unique
                 // key refused something): apply the batch again, without the ids the inbox
@@ -736,7 +795,7 @@ impl<H: Handler> ConsumerRunner<H> {
                 }
                 Err(e) => e,
             };
-            self.count("consumer_retries_total", 1);
+            self.count(names::CONSUMER_RETRIES, 1);
             // Neither an unreachable database nor a transaction that lost a write conflict
             // says anything about the messages: retry without using up their attempts.
             let not_their_fault = matches!(&error, HandlerError::Mongo(e)
@@ -750,7 +809,7 @@ impl<H: Handler> ConsumerRunner<H> {
             }
             waited += 1;
             tracing::warn!(group = %self.group, error = %error, attempt = waited, "batch failed; retrying");
-            if !self.wait(stop, waited).await {
+            if !self.wait(stop, &mut backoff).await {
                 return Applied::Stopped;
             }
         }
@@ -762,6 +821,7 @@ impl<H: Handler> ConsumerRunner<H> {
         &self,
         batch: &[Delivery<H::Message>],
         look_up: bool,
+        stop: &CancellationToken,
     ) -> Result<Vec<Outcome>, HandlerError> {
         let mut session = self.mongo.client().start_session().await?;
         session.start_transaction().await?;
@@ -774,9 +834,7 @@ impl<H: Handler> ConsumerRunner<H> {
             .await;
         match result {
             Ok(outcomes) => {
-                commit_with_retry(&mut session).await?;
-                #[cfg(feature = "failpoints")]
-                failpoint("consumer-after-commit");
+                commit_with_retry(&mut session, self.backoff().build(), stop).await?;
                 let effects = std::mem::take(&mut *deferred.lock().expect("never poisoned"));
                 for effect in effects {
                     effect();
@@ -785,7 +843,7 @@ impl<H: Handler> ConsumerRunner<H> {
                     .iter()
                     .filter(|o| matches!(o, Outcome::Done | Outcome::Repeatable))
                     .count();
-                self.count("consumer_processed_total", done as u64);
+                self.count(names::CONSUMER_PROCESSED, done as u64);
                 Ok(outcomes)
             }
             Err(e) => {
@@ -819,7 +877,7 @@ impl<H: Handler> ConsumerRunner<H> {
             // This attempt may still abort and be tried again: count when it commits.
             let group = self.group.clone();
             on_commit(move || {
-                metrics::counter!("consumer_duplicates_total", "group" => group)
+                metrics::counter!(names::CONSUMER_DUPLICATES, "group" => group)
                     .increment(seen as u64);
             });
             std::borrow::Cow::Owned(
@@ -909,18 +967,21 @@ impl<H: Handler> ConsumerRunner<H> {
         Ok(known)
     }
 
-    /// Backs off before attempt `attempt + 1` (exponential, full jitter). False if stopped.
-    async fn wait(&self, stop: &CancellationToken, attempt: u32) -> bool {
-        let ceiling = self
-            .config
-            .backoff_initial_ms
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.config.backoff_max_ms);
-        let delay = Duration::from_millis(jitter(ceiling));
-        tokio::select! {
-            () = stop.cancelled() => false,
-            () = tokio::time::sleep(delay) => true,
-        }
+    /// The backoff between attempts: exponential from `backoff_initial_ms`, each wait between
+    /// a step's delay and twice it (backon's jitter), never longer than `backoff_max_ms`.
+    fn backoff(&self) -> ExponentialBuilder {
+        retry::exponential(
+            Duration::from_millis(self.config.backoff_initial_ms),
+            Duration::from_millis(self.config.backoff_max_ms / 2),
+        )
+    }
+
+    /// Waits the next delay of `backoff`. False if stopped first.
+    async fn wait(&self, stop: &CancellationToken, backoff: &mut ExponentialBackoff) -> bool {
+        let delay = backoff
+            .next()
+            .unwrap_or(Duration::from_millis(self.config.backoff_max_ms));
+        retry::pause(stop.clone(), delay).await
     }
 
     fn count(&self, name: &'static str, n: u64) {
@@ -947,6 +1008,44 @@ enum Applied {
     Outcomes(Vec<Outcome>),
     Exhausted(u32, String),
     Stopped,
+}
+
+/// A message the consumer gives up on, for the dead-letter queue.
+struct GivenUp<'a> {
+    raw: &'a OwnedMessage,
+    class: ErrorClass,
+    reason: String,
+    attempts: u32,
+}
+
+impl<'a> GivenUp<'a> {
+    fn once(raw: &'a OwnedMessage, class: ErrorClass, reason: String) -> Self {
+        Self {
+            raw,
+            class,
+            reason,
+            attempts: 1,
+        }
+    }
+}
+
+/// The raw message of `batch` that `delivery` was decoded from.
+fn raw_of<'a, M>(batch: &'a [OwnedMessage], delivery: &Delivery<M>) -> Option<&'a OwnedMessage> {
+    batch.iter().find(|raw| raw.offset() == delivery.offset)
+}
+
+/// The deliveries the handler found invalid, given up on.
+fn invalid<'a, 'd, M: 'd>(
+    batch: &'a [OwnedMessage],
+    outcomes: impl Iterator<Item = (&'d Delivery<M>, Outcome)>,
+) -> Vec<GivenUp<'a>> {
+    outcomes
+        .filter_map(|(delivery, outcome)| match outcome {
+            Outcome::Invalid(reason) => raw_of(batch, delivery)
+                .map(|raw| GivenUp::once(raw, ErrorClass::InvalidContent, reason)),
+            Outcome::Done | Outcome::Repeatable => None,
+        })
+        .collect()
 }
 
 /// A partition's identity and the counters its worker and the dispatcher share.
@@ -1029,22 +1128,28 @@ fn header(message: &OwnedMessage, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Commits, retrying the commit itself when its outcome is unknown (the driver's advice for
-/// `UnknownTransactionCommitResult`).
+/// Commits, retrying the commit itself (with `backoff`) while its outcome is unknown (the
+/// driver's advice for `UnknownTransactionCommitResult`), until `stop` fires: then the last
+/// error is returned and the batch is left for whoever consumes the partition next (the inbox
+/// drops it there if this commit went through after all).
 async fn commit_with_retry(
     session: &mut ClientSession,
+    mut backoff: ExponentialBackoff,
+    stop: &CancellationToken,
 ) -> Result<(), mongo_kit::mongodb::error::Error> {
     loop {
-        match session.commit_transaction().await {
+        let error = match session.commit_transaction().await {
             Ok(()) => return Ok(()),
-            Err(e)
-                if e.contains_label(
-                    mongo_kit::mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT,
-                ) =>
-            {
-                continue;
+            Err(e) => e,
+        };
+        let unknown =
+            error.contains_label(mongo_kit::mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT);
+        let retry_in = backoff.next().filter(|_| unknown && !stop.is_cancelled());
+        match retry_in {
+            Some(delay) if retry::pause(stop.clone(), delay).await => {
+                tracing::warn!(error = %error, "commit outcome unknown; committing again");
             }
-            Err(e) => return Err(e),
+            _ => return Err(error),
         }
     }
 }
@@ -1058,23 +1163,6 @@ fn is_unreachable(error: &mongo_kit::mongodb::error::Error) -> bool {
             | ErrorKind::Io(_)
             | ErrorKind::ConnectionPoolCleared { .. }
     )
-}
-
-/// A uniformly random number of milliseconds up to `ceiling` ("full jitter").
-fn jitter(ceiling: u64) -> u64 {
-    let mut bytes = [0u8; 8];
-    let _ = getrandom::fill(&mut bytes);
-    u64::from_le_bytes(bytes) % ceiling.max(1)
-}
-
-/// Crashes the process here when `REWARDS_FAILPOINT` names this point: the tests' way to
-/// kill a consumer between two steps. Compiled only with the `failpoints` feature.
-#[cfg(feature = "failpoints")]
-fn failpoint(name: &str) {
-    if std::env::var("REWARDS_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: aborting");
-        std::process::abort();
-    }
 }
 
 #[cfg(test)]

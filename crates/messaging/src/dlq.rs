@@ -139,7 +139,10 @@ pub enum DlqError {
     #[error("mongodb: {0}")]
     Mongo(#[from] mongo_kit::mongodb::error::Error),
     #[error("kafka: {0}")]
-    Kafka(String),
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A letter, its status or an action that would not encode as BSON (a bug).
+    #[error("encoding a dead letter as BSON: {0}")]
+    Encoding(#[from] mongo_kit::mongodb::bson::ser::Error),
     #[error("no dead letter {0}")]
     NotFound(String),
     #[error("dead letter {0} is discarded")]
@@ -211,7 +214,7 @@ impl DeadLetters {
         self.producer
             .send(record, Duration::from_secs(30))
             .await
-            .map_err(|(e, _)| DlqError::Kafka(e.to_string()))?;
+            .map_err(|(e, _)| DlqError::Kafka(e))?;
 
         let mut fresh = to_document(&letter)?;
         for field in ["attempts", "lastFailureAt", "error", "errorClass"] {
@@ -245,10 +248,7 @@ impl DeadLetters {
             query.insert("topic", topic);
         }
         if let Some(status) = filter.status {
-            query.insert(
-                "status",
-                to_bson(&status).map_err(|e| DlqError::Kafka(e.to_string()))?,
-            );
+            query.insert("status", to_bson(&status)?);
         }
         let (letters, total) = mongo_kit::find_page(
             &self.letters,
@@ -298,10 +298,11 @@ impl DeadLetters {
         self.producer
             .send(record, Duration::from_secs(30))
             .await
-            .map_err(|(e, _)| DlqError::Kafka(e.to_string()))?;
+            .map_err(|(e, _)| DlqError::Kafka(e))?;
         self.act(id, "REPLAYED", LetterStatus::Replayed, by, None)
             .await?;
-        metrics::counter!("dlq_replayed_total", "topic" => letter.topic.clone()).increment(1);
+        metrics::counter!(crate::metrics::DLQ_REPLAYED, "topic" => letter.topic.clone())
+            .increment(1);
         self.get(id).await
     }
 
@@ -352,8 +353,8 @@ impl DeadLetters {
             at: DateTime::now(),
             reason: reason.map(str::to_owned),
         };
-        let entry = to_bson(&entry).map_err(|e| DlqError::Kafka(e.to_string()))?;
-        let status = to_bson(&status).map_err(|e| DlqError::Kafka(e.to_string()))?;
+        let entry = to_bson(&entry)?;
+        let status = to_bson(&status)?;
         self.letters
             .update_one(
                 doc! { "_id": id },
@@ -424,32 +425,30 @@ impl DeadLetters {
 }
 
 fn to_document<T: Serialize>(value: &T) -> Result<Document, DlqError> {
-    mongo_kit::mongodb::bson::to_document(value).map_err(|e| DlqError::Kafka(e.to_string()))
+    Ok(mongo_kit::mongodb::bson::to_document(value)?)
 }
 
 impl IntoResponse for DlqError {
+    /// Failures name their cause in a stable `code`; the error text is logged, not sent.
     fn into_response(self) -> Response {
-        let problem = match &self {
+        match &self {
             DlqError::NotFound(_) => Problem::new(
                 StatusCode::NOT_FOUND,
                 "dead_letter_not_found",
                 "No such dead letter",
-            ),
+            )
+            .with_detail(self.to_string()),
             DlqError::Discarded(_) => Problem::new(
                 StatusCode::CONFLICT,
                 "dead_letter_discarded",
                 "This dead letter was discarded; it cannot be replayed",
-            ),
-            DlqError::Mongo(_) | DlqError::Kafka(_) => {
-                tracing::error!(error = %self, "dead-letter operation failed");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "dependency_unavailable",
-                    "A dependency did not answer; try again",
-                )
-            }
-        };
-        problem.with_detail(self.to_string()).into_response()
+            )
+            .with_detail(self.to_string()),
+            DlqError::Mongo(e) => Problem::database_unavailable(e),
+            DlqError::Kafka(e) => Problem::broker_unavailable(e),
+            DlqError::Encoding(e) => Problem::internal(e),
+        }
+        .into_response()
     }
 }
 
@@ -588,4 +587,64 @@ async fn discard(
         .await
         .map(Json)
         .map_err(ApiError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::header::RETRY_AFTER;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    async fn answer(error: DlqError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, retry_after, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_broker_failure_is_a_503_naming_the_broker_without_its_error_text() {
+        let error = KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure);
+        let (status, retry_after, body) = answer(DlqError::Kafka(error)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("2"));
+        assert_eq!(body["code"], "broker_unavailable");
+        assert!(body.get("detail").is_none(), "{body}");
+        assert!(!body.to_string().contains("Transport"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_database_failure_is_a_503_naming_the_database_without_its_error_text() {
+        let error = mongo_kit::mongodb::error::Error::custom("secret host 10.0.0.7 refused");
+        let (status, retry_after, body) = answer(DlqError::Mongo(error)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("2"));
+        assert_eq!(body["code"], "database_unavailable");
+        assert!(!body.to_string().contains("10.0.0.7"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn an_encoding_failure_is_our_bug_a_500_without_its_error_text() {
+        let error = mongo_kit::mongodb::bson::to_bson(&u64::MAX).unwrap_err();
+        let (status, retry_after, body) = answer(DlqError::Encoding(error)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["code"], "internal_error");
+        assert!(body.get("detail").is_none(), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_letter_is_a_404_naming_it() {
+        let (status, _, body) = answer(DlqError::NotFound("t:0:7".into())).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["code"], "dead_letter_not_found");
+        assert_eq!(body["detail"], "no dead letter t:0:7");
+    }
 }

@@ -9,6 +9,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod inspect;
 pub mod kafka;
+pub mod metrics;
 pub mod outbox;
 pub mod registry;
 pub mod topics;

@@ -25,7 +25,9 @@
 //!   otherwise interleave a key's messages.
 //! - Published entries expire after `retention_hours` (TTL index).
 
+use crate::metrics as names;
 use crate::registry::{RegistryError, SchemaRegistry};
+use backon::BackoffBuilder;
 use contracts::Contract;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use mongo_kit::mongodb::bson::{Binary, DateTime, Document, doc, spec::BinarySubtype};
@@ -174,8 +176,20 @@ impl Default for RelayConfig {
 pub enum RelayError {
     #[error("mongodb: {0}")]
     Mongo(#[from] mongo_kit::mongodb::error::Error),
+    /// The broker refused or failed a record.
     #[error("kafka: {0}")]
-    Kafka(String),
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The producer dropped a record without reporting its delivery.
+    #[error("kafka: delivery report lost")]
+    DeliveryLost,
+    /// Creating the platform's topics failed.
+    #[error("topics: {0}")]
+    Topics(#[from] crate::kafka::KafkaClientError),
+    #[error("the outbox change stream ended")]
+    StreamEnded,
+    /// The change stream's resume token would not encode as BSON.
+    #[error("encoding the resume token: {0}")]
+    Encoding(#[from] mongo_kit::mongodb::bson::ser::Error),
     #[error("the lease was taken over")]
     LeaseLost,
     #[error(transparent)]
@@ -223,9 +237,7 @@ impl Relay {
         publishes: &[contracts::ContractSchema],
     ) -> Result<(), RelayError> {
         Self::ensure_indexes(db, config).await?;
-        crate::kafka::ensure_topics(kafka, &crate::topics::all())
-            .await
-            .map_err(|e| RelayError::Kafka(e.to_string()))?;
+        crate::kafka::ensure_topics(kafka, &crate::topics::all()).await?;
         for schema in publishes {
             registry.register(schema.topic, schema).await?;
         }
@@ -262,35 +274,46 @@ impl Relay {
         Ok(())
     }
 
-    /// Publishes until `stop` fires: waits for the lease, leads while it holds it.
+    /// Publishes until `stop` fires: waits for the lease, leads while it holds it. After an
+    /// interruption it backs off (200 ms doubling to 5 s); between tries at the lease it
+    /// waits a quarter of the lease at least.
     pub async fn run(self, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
+        let backoff = || {
+            backon::ExponentialBuilder::new()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .without_max_times()
+                .build()
+        };
+        let mut delays = backoff();
+        let lease_wait =
+            Duration::from_millis(self.config.lease_ms / 4).max(Duration::from_millis(200));
         while !stop.is_cancelled() {
-            let outcome = match self.take_lease().await {
-                Ok(true) => {
-                    tracing::info!(service = self.service, owner = %self.owner, "outbox relay leading");
-                    self.lead(&stop).await
+            let wait = match self.try_to_lead(&stop).await {
+                Ok(()) => {
+                    delays = backoff();
+                    lease_wait
                 }
-                Ok(false) => Ok(()),
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(()) => backoff = Duration::from_millis(200),
                 Err(e) => {
-                    tracing::warn!(service = self.service, error = %e, retry_in = ?backoff, "outbox relay interrupted");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let retry_in = delays.next().unwrap_or_default().max(lease_wait);
+                    tracing::warn!(service = self.service, error = %e, ?retry_in, "outbox relay interrupted");
+                    retry_in
                 }
-            }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(self.lease_wait(backoff)) => {}
+            };
+            if !service_kit::retry::pause(stop.clone(), wait).await {
+                break;
             }
         }
         self.release_lease().await;
     }
 
-    fn lease_wait(&self, backoff: Duration) -> Duration {
-        backoff.max(Duration::from_millis(self.config.lease_ms / 4))
+    /// Leads if the lease can be had, until `stop` or an error.
+    async fn try_to_lead(&self, stop: &CancellationToken) -> Result<(), RelayError> {
+        if !self.take_lease().await? {
+            return Ok(());
+        }
+        tracing::info!(service = self.service, owner = %self.owner, "outbox relay leading");
+        self.lead(stop).await
     }
 
     /// Takes the lease if it is free, expired or already ours.
@@ -358,11 +381,11 @@ impl Relay {
                 }
                 _ = pending_gauge.tick() => {
                     let pending = self.entries.count_documents(doc! { "published": false }).await?;
-                    metrics::gauge!("outbox_pending", "service" => self.service).set(pending as f64);
+                    metrics::gauge!(names::OUTBOX_PENDING, "service" => self.service).set(pending as f64);
                 }
                 event = stream.next() => {
                     let Some(event) = event else {
-                        return Err(RelayError::Kafka("change stream ended".into()));
+                        return Err(RelayError::StreamEnded);
                     };
                     // Take what the stream has already buffered, without another round trip:
                     // waiting for a fuller batch (`next_if_any`) would hold this one back for
@@ -439,8 +462,7 @@ impl Relay {
     }
 
     async fn store_token(&self, token: ResumeToken) -> Result<(), RelayError> {
-        let token = mongo_kit::mongodb::bson::to_bson(&token)
-            .map_err(|e| RelayError::Kafka(format!("resume token: {e}")))?;
+        let token = mongo_kit::mongodb::bson::to_bson(&token)?;
         self.state
             .update_one(
                 doc! { "_id": "stream" },
@@ -532,7 +554,7 @@ impl Relay {
                         record = back;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    Err((e, _)) => return Err(RelayError::Kafka(e.to_string())),
+                    Err((e, _)) => return Err(RelayError::Kafka(e)),
                 }
             };
             deliveries.push(delivery);
@@ -544,10 +566,10 @@ impl Relay {
                 Ok(Ok(_)) if failure.is_none() => acknowledged += 1,
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => {
-                    failure.get_or_insert_with(|| e.to_string());
+                    failure.get_or_insert(RelayError::Kafka(e));
                 }
                 Err(_) => {
-                    failure.get_or_insert_with(|| "delivery report lost".to_owned());
+                    failure.get_or_insert(RelayError::DeliveryLost);
                 }
             }
         }
@@ -564,16 +586,13 @@ impl Relay {
                 .await?;
             for entry in done {
                 let latency = (now.timestamp_millis() - entry.created_at.timestamp_millis()).max(0);
-                metrics::histogram!("outbox_publish_latency_seconds", "service" => self.service)
+                metrics::histogram!(names::OUTBOX_PUBLISH_LATENCY, "service" => self.service)
                     .record(latency as f64 / 1000.0);
             }
-            metrics::counter!("outbox_published_total", "service" => self.service)
+            metrics::counter!(names::OUTBOX_PUBLISHED, "service" => self.service)
                 .increment(done.len() as u64);
         }
         tracing::debug!(count = done.len(), took = ?started.elapsed(), acked = ?acked_at.duration_since(started), "outbox batch published");
-        match failure {
-            Some(e) => Err(RelayError::Kafka(e)),
-            None => Ok(()),
-        }
+        failure.map_or(Ok(()), Err)
     }
 }

@@ -67,6 +67,21 @@ impl RegistryError {
     }
 }
 
+impl RegistryError {
+    /// Whether the registry answered that it knows no such schema: a Confluent error code of
+    /// the 404xx family (40401 subject, 40402 version, 40403 schema not found), or a plain
+    /// 404 as some compatible registries give.
+    pub fn is_unknown_schema(&self) -> bool {
+        match self {
+            RegistryError::Converter(e) => {
+                raw_error(e).is_some_and(|raw| matches!(raw.error_code, 404 | 40400..=40499))
+            }
+            RegistryError::Status { status, .. } => *status == 404,
+            _ => false,
+        }
+    }
+}
+
 /// Compatibility levels as the Confluent API names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compatibility {
@@ -370,4 +385,38 @@ fn supplied(schema: &ContractSchema) -> SuppliedSchema {
         SchemaType::Avro,
         schema.avsc.to_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(body: &str, retriable: bool) -> RegistryError {
+        let raw: RawError = serde_json::from_str(body).unwrap();
+        let error = if retriable {
+            SRCError::retryable_with_cause(raw, "HTTP request failed")
+        } else {
+            SRCError::non_retryable_with_cause(raw, "HTTP request failed")
+        };
+        RegistryError::Converter(error)
+    }
+
+    #[test]
+    fn an_unknown_schema_is_told_by_the_registry_s_error_code_not_its_text() {
+        let not_found = answered(
+            r#"{"error_code":40403,"message":"Schema 7 not found"}"#,
+            false,
+        );
+        assert!(not_found.is_unknown_schema());
+        assert!(!not_found.is_retriable());
+        // "404" in the text of another error does not make it one.
+        let refused = answered(
+            r#"{"error_code":42201,"message":"id 404 is invalid"}"#,
+            false,
+        );
+        assert!(!refused.is_unknown_schema());
+        let down = answered(r#"{"error_code":50001,"message":"store 404 down"}"#, true);
+        assert!(!down.is_unknown_schema());
+        assert!(!RegistryError::Converter(SRCError::new("404", None, false)).is_unknown_schema());
+    }
 }

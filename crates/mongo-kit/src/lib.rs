@@ -2,6 +2,7 @@
 //! ping, and bringing up a replica set (which transactions and change streams need) of one
 //! member or several, for local runs and tests.
 
+use backon::Retryable;
 use futures::future::BoxFuture;
 use mongodb::bson::{Document, doc};
 use mongodb::options::{ClientOptions, ReadConcern, WriteConcern};
@@ -117,32 +118,47 @@ pub async fn initiate_replica_set(
         );
     }
     let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match admin
+    let before_deadline = || tokio::time::Instant::now() < deadline;
+    let initiated = (|| async {
+        admin
             .run_command(doc! { "replSetInitiate": config.clone() })
             .await
-        {
-            Ok(_) => break,
-            // 23 AlreadyInitialized: someone (an earlier `up`) did it before us.
-            Err(e) if command_error_code(&e) == Some(23) => break,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "mongod not ready for replSetInitiate yet");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
+    })
+    .retry(every_100_ms())
+    .when(|e| {
+        tracing::debug!(error = %e, "mongod not ready for replSetInitiate yet");
+        !already_initiated(e) && before_deadline()
+    })
+    .await;
+    if let Err(e) = initiated
+        && !already_initiated(&e)
+    {
+        return Err(e.into());
     }
-    loop {
-        let last = match replica_set_members(first).await {
-            Ok(states) if settled(&states) => return Ok(()),
-            Ok(states) => format!("members: {states:?}"),
-            Err(e) => e.to_string(),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            return Err(MongoError::NotPrimary(wait, last));
+    let members = || async {
+        match replica_set_members(first).await {
+            Ok(states) if settled(&states) => Ok(()),
+            Ok(states) => Err(format!("members: {states:?}")),
+            Err(e) => Err(e.to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    members
+        .retry(every_100_ms())
+        .when(|_| before_deadline())
+        .await
+        .map_err(|last| MongoError::NotPrimary(wait, last))
+}
+
+/// 23 AlreadyInitialized: someone (an earlier `up`) initiated the set before us.
+fn already_initiated(error: &mongodb::error::Error) -> bool {
+    command_error_code(error) == Some(23)
+}
+
+/// Polling a server that is coming up: every 100 ms, for as long as the caller allows.
+fn every_100_ms() -> backon::ConstantBuilder {
+    backon::ConstantBuilder::new()
+        .with_delay(Duration::from_millis(100))
+        .without_max_times()
 }
 
 /// One primary, and every other member a secondary.
@@ -201,6 +217,42 @@ pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
         _ => error
             .get_custom::<UpdateEachFailed>()
             .is_some_and(|e| e.code == 11000),
+    }
+}
+
+/// Makes sure `collection` has the TTL index `name` on `field`, expiring documents `expire`
+/// after that field's time. An index of that name with another expiry (the retention was
+/// changed) is changed to this one in place (`collMod`), not refused.
+pub async fn ensure_ttl_index<T: Send + Sync>(
+    collection: &mongodb::Collection<T>,
+    name: &str,
+    field: &str,
+    expire: Duration,
+) -> Result<(), mongodb::error::Error> {
+    let options = mongodb::options::IndexOptions::builder()
+        .name(name.to_owned())
+        .expire_after(expire)
+        .build();
+    let index = mongodb::IndexModel::builder()
+        .keys(doc! { field: 1 })
+        .options(options)
+        .build();
+    match collection.create_index(index).await {
+        Ok(_) => Ok(()),
+        // 85 IndexOptionsConflict: the same index with another expiry.
+        Err(e) if command_error_code(&e) == Some(85) => {
+            let seconds = i64::try_from(expire.as_secs()).unwrap_or(i64::MAX);
+            collection
+                .client()
+                .database(&collection.namespace().db)
+                .run_command(doc! {
+                    "collMod": collection.name(),
+                    "index": { "name": name, "expireAfterSeconds": seconds },
+                })
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -1,6 +1,11 @@
 //! The connections a backend service holds to the platform's infrastructure (MongoDB, Kafka,
 //! the schema registry), configured and made the same way in every service, together with
-//! the readiness checks that report on them.
+//! the readiness checks that report on them; and [`Backend`], which wires a service's
+//! outbox relay, consumers, dead letters and start-up work on top of them.
+
+pub mod backend;
+
+pub use backend::{Backend, BoxError, ServiceError};
 
 use messaging::{KafkaClientError, RegistryError, SchemaRegistry, kafka};
 use mongo_kit::{Mongo, MongoError};

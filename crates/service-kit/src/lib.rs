@@ -2,12 +2,15 @@
 //! `/readyz`, `/metrics`), request ids and access logs, `application/problem+json` errors,
 //! and graceful shutdown.
 //!
-//! A service builds its own `Router`, hands it to [`Server::serve`] together with its
-//! readiness checks, and gets the rest.
+//! A service builds its own `Router` and hands it to [`App::new`] with its bound [`Server`]
+//! and readiness checks (the backend services through `service_deps::Backend`); the
+//! [`App`] adds the rest when it runs.
 
 pub mod json;
+pub mod metrics;
 pub mod problem;
 pub mod readiness;
+pub mod retry;
 pub mod shutdown;
 pub mod startup;
 
@@ -34,8 +37,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A service ready to run: its bound listener, routes, readiness checks and stop signal.
 ///
-/// Each service's `Application::build(config)` returns one of these, so tests and `main` do
-/// the same thing: `build` -> `port()` -> `run_until_stopped()`.
+/// Each service's `Application::build(config)` returns one of these, and its `main` runs it
+/// with `run_until_stopped()`; `port()` tells where it listens (port 0 picks a free one).
 pub struct App {
     name: &'static str,
     server: Server,
@@ -191,15 +194,15 @@ impl Server {
 /// request carrying it.
 pub fn with_operational_routes(routes: Router, readiness: Readiness) -> Router {
     // Installed now, not on the first scrape, so that no request before it goes uncounted.
-    let metrics = telemetry::metrics();
+    let recorder = telemetry::metrics();
     routes
         .merge(readiness.routes())
         .route(
             "/metrics",
             axum::routing::get(move || async move {
                 // Histograms' buckets are compacted here because no background task does it.
-                metrics.run_upkeep();
-                metrics.render()
+                recorder.run_upkeep();
+                recorder.render()
             }),
         )
         .fallback(|| async { Problem::not_found() })
@@ -282,8 +285,8 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         ("route", route),
         ("status", response.status().as_u16().to_string()),
     ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
+    ::metrics::counter!(crate::metrics::HTTP_REQUESTS, &labels).increment(1);
+    ::metrics::histogram!(crate::metrics::HTTP_REQUEST_DURATION, &labels)
         .record(started.elapsed().as_secs_f64());
     response
 }

@@ -77,6 +77,18 @@ impl Problem {
         .with_retry_after(2)
     }
 
+    /// 503 for a Kafka broker that failed us. The cause is logged, never shown to the client.
+    /// Come back in 2 s: a partition whose leader was lost gets another within seconds.
+    pub fn broker_unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "broker error");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            "The message broker did not answer; try again",
+        )
+        .with_retry_after(2)
+    }
+
     /// 500 for a bug or broken invariant on our side. The cause is logged, never shown.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -110,6 +122,8 @@ mod tests {
         assert_eq!(unavailable.headers()[header::RETRY_AFTER], "1");
         let database = Problem::database_unavailable(&"gone").into_response();
         assert_eq!(database.headers()[header::RETRY_AFTER], "2");
+        let broker = Problem::broker_unavailable(&"gone").into_response();
+        assert_eq!(broker.headers()[header::RETRY_AFTER], "2");
         let conflict = Problem::new(StatusCode::CONFLICT, "x", "y").into_response();
         assert!(!conflict.headers().contains_key(header::RETRY_AFTER));
     }

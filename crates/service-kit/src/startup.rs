@@ -55,28 +55,23 @@ impl StartupGate {
 
     /// Runs `work` until it succeeds (backing off from 100 ms to 5 s between attempts) or
     /// `stop` fires, then opens the gate.
-    pub fn run<F, E>(&self, stop: CancellationToken, mut work: F)
+    pub fn run<F, E>(&self, stop: CancellationToken, work: F)
     where
         F: FnMut() -> BoxFuture<'static, Result<(), E>> + Send + 'static,
-        E: std::fmt::Display,
+        E: std::fmt::Display + Send + 'static,
     {
         let gate = self.clone();
         tokio::spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match work().await {
-                    Ok(()) => {
-                        gate.0.store(true, Ordering::Release);
-                        tracing::info!("start-up work done");
-                        return;
-                    }
-                    Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "start-up work failed"),
-                }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
+            let backoff =
+                crate::retry::exponential(Duration::from_millis(100), Duration::from_secs(5));
+            let done = crate::retry::until_stopped(backoff, &stop, work, |e, retry_in| {
+                tracing::warn!(error = %e, ?retry_in, "start-up work failed");
+                true
+            })
+            .await;
+            if done.is_ok() {
+                gate.0.store(true, Ordering::Release);
+                tracing::info!("start-up work done");
             }
         });
     }

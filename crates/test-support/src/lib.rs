@@ -78,14 +78,17 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    use backon::Retryable;
     let give_up = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if tokio::time::Instant::now() >= give_up {
-            panic!("timed out after {deadline:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let every_50_ms = backon::ConstantBuilder::new()
+        .with_delay(Duration::from_millis(50))
+        .without_max_times();
+    let polled = (|| {
+        let checked = check();
+        async move { checked.await.ok_or(()) }
+    })
+    .retry(every_50_ms)
+    .when(|()| tokio::time::Instant::now() < give_up)
+    .await;
+    polled.unwrap_or_else(|()| panic!("timed out after {deadline:?} waiting for {what}"))
 }

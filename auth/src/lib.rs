@@ -103,7 +103,7 @@ async fn prepare_database(
         .await?;
     let mut admin = UserDoc::new(email.clone(), hash, "admin".into(), vec![Role::Admin]);
     admin.status = UserStatus::Active;
-    match state.store.insert_user(&admin).await {
+    match state.store.insert_user(&admin, None).await {
         // Another instance created it first.
         Ok(()) | Err(AuthError::EmailTaken) => {
             tracing::info!(%email, "bootstrap administrator ready");

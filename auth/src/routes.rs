@@ -7,6 +7,7 @@ use crate::store::{Revoke, Rotation, UserDoc};
 use crate::tokens::{hash_refresh_token, new_refresh_token};
 use crate::validate;
 use auth_claims::{Identity, Role};
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -16,7 +17,7 @@ use contracts::StatusChange;
 use http_api::auth::*;
 use http_api::{Page, PageQuery};
 use mongo_kit::mongodb::bson::{DateTime, doc, to_bson};
-use service_kit::{FieldError, Json, Query};
+use service_kit::{FieldError, Json, Query, TraceParent};
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
@@ -37,6 +38,7 @@ pub fn routes(state: AppState) -> Router {
 
 async fn register(
     State(state): State<AppState>,
+    Extension(trace): Extension<TraceParent>,
     Json(request): Json<RegisterRequest>,
 ) -> Result<impl IntoResponse, AuthError> {
     let email = validate::email(&request.email);
@@ -53,7 +55,7 @@ async fn register(
     };
     let hash = state.passwords.hash(request.password).await?;
     let user = UserDoc::new(email, hash, nickname, vec![Role::User]);
-    state.store.insert_user(&user).await?;
+    state.store.insert_user(&user, Some(&trace)).await?;
     metrics::counter!(crate::metrics::REGISTRATIONS).increment(1);
     Ok((
         StatusCode::CREATED,
@@ -141,6 +143,7 @@ async fn me(State(state): State<AppState>, identity: Identity) -> Result<Json<Us
 
 async fn update_me(
     State(state): State<AppState>,
+    Extension(trace): Extension<TraceParent>,
     identity: Identity,
     Json(request): Json<UpdateMeRequest>,
 ) -> Result<Json<User>, AuthError> {
@@ -190,15 +193,19 @@ async fn update_me(
     } else {
         Revoke::Nothing
     };
-    let user = state.store.update_user(id, set, revoke, None).await?;
+    let user = state
+        .store
+        .update_user(id, set, revoke, None, &trace)
+        .await?;
     Ok(Json(user.to_api()))
 }
 
 async fn delete_me(
     State(state): State<AppState>,
+    Extension(trace): Extension<TraceParent>,
     identity: Identity,
 ) -> Result<StatusCode, AuthError> {
-    soft_delete(&state, user_id_of(&identity)?).await
+    soft_delete(&state, user_id_of(&identity)?, &trace).await
 }
 
 async fn list_users(
@@ -222,6 +229,7 @@ async fn get_user(
 
 async fn set_roles(
     State(state): State<AppState>,
+    Extension(trace): Extension<TraceParent>,
     identity: Identity,
     Path(id): Path<String>,
     Json(request): Json<SetRolesRequest>,
@@ -237,6 +245,7 @@ async fn set_roles(
             doc! { "roles": roles },
             Revoke::AccessTokens,
             Some(StatusChange::RolesChanged),
+            &trace,
         )
         .await?;
     Ok(Json(user.to_api()))
@@ -244,6 +253,7 @@ async fn set_roles(
 
 async fn ban(
     State(state): State<AppState>,
+    Extension(trace): Extension<TraceParent>,
     identity: Identity,
     Path(id): Path<String>,
 ) -> Result<Json<User>, AuthError> {
@@ -255,6 +265,7 @@ async fn ban(
             doc! { "status": "BANNED" },
             Revoke::Sessions,
             Some(StatusChange::Banned),
+            &trace,
         )
         .await?;
     Ok(Json(user.to_api()))
@@ -262,6 +273,7 @@ async fn ban(
 
 async fn unban(
     State(state): State<AppState>,
+    Extension(trace): Extension<TraceParent>,
     identity: Identity,
     Path(id): Path<String>,
 ) -> Result<Json<User>, AuthError> {
@@ -275,6 +287,7 @@ async fn unban(
             doc! { "status": "ACTIVE" },
             Revoke::Sessions,
             Some(StatusChange::Unbanned),
+            &trace,
         )
         .await?;
     Ok(Json(user.to_api()))
@@ -282,11 +295,12 @@ async fn unban(
 
 async fn delete_user(
     State(state): State<AppState>,
+    Extension(trace): Extension<TraceParent>,
     identity: Identity,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AuthError> {
     identity.require(&[Role::Admin])?;
-    soft_delete(&state, &id).await
+    soft_delete(&state, &id, &trace).await
 }
 
 /// For the gateway: the user's status and token version (which its cache holds briefly).
@@ -301,7 +315,11 @@ async fn session_state(
     Ok(axum::Json(state.store.session_state(&id).await?))
 }
 
-async fn soft_delete(state: &AppState, id: &str) -> Result<StatusCode, AuthError> {
+async fn soft_delete(
+    state: &AppState,
+    id: &str,
+    trace: &TraceParent,
+) -> Result<StatusCode, AuthError> {
     let deleted = state
         .store
         .update_user(
@@ -309,6 +327,7 @@ async fn soft_delete(state: &AppState, id: &str) -> Result<StatusCode, AuthError
             doc! { "status": "DELETED", "deletedAt": DateTime::now() },
             Revoke::Sessions,
             Some(StatusChange::Deleted),
+            trace,
         )
         .await;
     match deleted {

@@ -10,6 +10,7 @@ use mongo_kit::mongodb::bson::{DateTime, Document, doc, to_bson};
 use mongo_kit::mongodb::options::{FindOneAndUpdateOptions, IndexOptions, ReturnDocument};
 use mongo_kit::mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
+use service_kit::TraceParent;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,11 +168,15 @@ impl Store {
         Ok(())
     }
 
-    /// Creates the user and records UserRegistered, in one transaction.
-    pub async fn insert_user(&self, user: &UserDoc) -> Result<(), AuthError> {
+    /// Creates the user and records UserRegistered (in `trace`), in one transaction.
+    pub async fn insert_user(
+        &self,
+        user: &UserDoc,
+        trace: Option<&TraceParent>,
+    ) -> Result<(), AuthError> {
         let message = self
             .outbox
-            .message(&events::registered(user))
+            .message(&events::registered(user), trace)
             .await
             .map_err(internal)?;
         let (users, outbox, user) = (self.users.clone(), self.outbox.clone(), user.clone());
@@ -241,14 +246,15 @@ impl Store {
     }
 
     /// Applies `set` (plus `updatedAt` and what `revoke` asks) to a user that is not deleted,
-    /// records UserStatusChanged when `change` says what happened, in one transaction, and
-    /// returns the user as it is afterwards.
+    /// records UserStatusChanged (in `trace`) when `change` says what happened, in one
+    /// transaction, and returns the user as it is afterwards.
     pub async fn update_user(
         &self,
         id: &str,
         mut set: Document,
         revoke: Revoke,
         change: Option<StatusChange>,
+        trace: &TraceParent,
     ) -> Result<UserDoc, AuthError> {
         set.insert("updatedAt", DateTime::now());
         let mut update = doc! { "$set": set };
@@ -265,6 +271,7 @@ impl Store {
             .return_document(ReturnDocument::After)
             .build();
         let (users, outbox) = (self.users.clone(), self.outbox.clone());
+        let trace = trace.clone();
         let filter = doc! { "_id": id, "status": { "$ne": "DELETED" } };
         let mut session = self.client.start_session().await?;
         let updated = session
@@ -278,7 +285,7 @@ impl Store {
                 if let (Some(user), Some(change)) = (&user, change) {
                     // Encoding asks the registry once per process, then uses its cache.
                     let message = outbox
-                        .message(&events::status_changed(user, change))
+                        .message(&events::status_changed(user, change), Some(&trace))
                         .await
                         .map_err(mongo_kit::mongodb::error::Error::custom)?;
                     outbox.write(s, &[message]).await?;

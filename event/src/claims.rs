@@ -26,10 +26,12 @@ use mongo_kit::mongodb::bson::{Bson, DateTime, Document, doc, to_bson};
 use mongo_kit::mongodb::options::IndexOptions;
 use mongo_kit::mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
+use service_kit::TraceParent;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub const RESULTS_GROUP: &str = "event.grant-results";
 const PRODUCER: &str = "event";
@@ -73,6 +75,7 @@ pub struct ClaimInput {
     pub reward_id: String,
     pub idempotency_key: String,
     pub request: ClaimRequest,
+    pub trace: TraceParent,
 }
 
 impl ClaimInput {
@@ -267,6 +270,7 @@ impl Saga {
             ],
             created_at: now,
             updated_at: now,
+            traceparent: Some(input.trace.to_string()),
         }
     }
 
@@ -303,8 +307,9 @@ impl Saga {
                     + claim.result_timeout_ms * i64::from(claim.max_attempts),
             ),
         };
+        let trace = claim.traceparent.as_deref().and_then(TraceParent::parse);
         self.outbox
-            .message(&command)
+            .message(&command, trace.as_ref())
             .await
             .map_err(|e| EventError::Internal(format!("encoding the grant command: {e}")))
     }
@@ -655,7 +660,11 @@ impl Handler for GrantResults {
         for delivery in batch {
             let result = &delivery.message;
             let outcome = match claims.get_mut(&result.claim_id) {
-                Some(claim) => self.settle(session, claim, result, &mut succeeded).await?,
+                Some(claim) => {
+                    self.settle(session, claim, result, &mut succeeded)
+                        .instrument(delivery.span())
+                        .await?
+                }
                 None => Outcome::Invalid(format!("result for unknown claim {:?}", result.claim_id)),
             };
             outcomes.push(outcome);
@@ -686,6 +695,7 @@ mod tests {
             request: ClaimRequest {
                 note: note.map(str::to_owned),
             },
+            trace: TraceParent::root(),
         }
     }
 

@@ -7,15 +7,15 @@ use crate::error::EventError;
 use crate::progress;
 use crate::store::{ClaimDoc, EventChanges, EventDoc, Grant, RewardDoc, parse_time};
 use auth_claims::{Identity, Role};
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, patch, post};
+use axum::{Extension, Router};
 use http_api::events::*;
 use http_api::{Page, PageQuery, text};
 use mongo_kit::mongodb::bson::DateTime;
-use service_kit::{FieldError, Json, OptionalJson, Query};
+use service_kit::{FieldError, Json, OptionalJson, Query, TraceParent};
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
@@ -358,6 +358,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 async fn claim(
     State(state): State<AppState>,
+    Extension(trace): Extension<TraceParent>,
     identity: Identity,
     Path((event_id, reward_id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -386,6 +387,7 @@ async fn claim(
         reward_id,
         idempotency_key: key.to_owned(),
         request,
+        trace,
     };
     Ok(match state.saga.claim(input).await? {
         Claimed::New(claim) => (

@@ -157,6 +157,10 @@ pub struct ClaimDoc {
     pub timeline: Vec<Step>,
     pub created_at: DateTime,
     pub updated_at: DateTime,
+    /// The `traceparent` of the request that made the claim: its grant commands, first and
+    /// re-sent, continue that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl ClaimDoc {

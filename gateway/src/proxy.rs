@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use service_kit::Problem;
+use service_kit::{Problem, TraceParent};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -25,8 +25,6 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
-
-const TRACEPARENT: &str = "traceparent";
 
 pub async fn handle(
     gateway: Arc<Gateway>,
@@ -62,7 +60,14 @@ pub async fn handle(
         return service_kit::json::payload_too_large().into_response();
     }
 
-    prepare_upstream_headers(&gateway, &mut request, peer, identity.as_ref());
+    let trace = request.extensions().get::<TraceParent>().cloned();
+    prepare_upstream_headers(
+        &gateway,
+        &mut request,
+        peer,
+        identity.as_ref(),
+        trace.as_ref(),
+    );
     forward(&gateway, route, request).await
 }
 
@@ -127,6 +132,7 @@ fn prepare_upstream_headers(
     request: &mut Request,
     peer: SocketAddr,
     identity: Option<&Identity>,
+    trace: Option<&TraceParent>,
 ) {
     let headers = request.headers_mut();
     remove_hop_by_hop(headers);
@@ -151,16 +157,10 @@ fn prepare_upstream_headers(
     if let Ok(value) = HeaderValue::from_str(&forwarded) {
         headers.insert("x-forwarded-for", value);
     }
-    // Start a W3C trace when the client did not send one, so every hop logs the same id.
-    if !headers
-        .get(TRACEPARENT)
-        .is_some_and(|v| valid_traceparent(v.as_bytes()))
-    {
-        let trace = uuid::Uuid::new_v4().simple().to_string();
-        let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-        if let Ok(value) = HeaderValue::from_str(&format!("00-{trace}-{span}-01")) {
-            headers.insert(TRACEPARENT, value);
-        }
+    // The request's trace (the client's, or the one `service_kit` started for it), as the
+    // parent of the hop to the service.
+    if let Some(value) = trace.and_then(|t| HeaderValue::from_str(&t.child().to_string()).ok()) {
+        headers.insert(telemetry::trace::HEADER, value);
     }
 }
 
@@ -198,19 +198,6 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .ok()
 }
 
-/// `00-<32 hex>-<16 hex>-<2 hex>`.
-fn valid_traceparent(value: &[u8]) -> bool {
-    let hex = |s: &[u8]| s.iter().all(u8::is_ascii_hexdigit);
-    value.len() == 55
-        && value[2] == b'-'
-        && value[35] == b'-'
-        && value[52] == b'-'
-        && hex(&value[..2])
-        && hex(&value[3..35])
-        && hex(&value[36..52])
-        && hex(&value[53..])
-}
-
 fn rate_limited(wait: std::time::Duration) -> Response {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let mut response = Problem::new(
@@ -239,19 +226,6 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn traceparents_are_checked_for_shape() {
-        assert!(valid_traceparent(
-            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        ));
-        assert!(!valid_traceparent(
-            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"
-        ));
-        assert!(!valid_traceparent(
-            b"zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        ));
-    }
 
     #[test]
     fn client_sent_identity_headers_are_removed() {

@@ -17,6 +17,7 @@ use mongo_kit::mongodb::ClientSession;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub const CONSUMER_GROUP: &str = "reward-fulfillment.grants";
 pub const PRODUCER: &str = "reward-fulfillment";
@@ -110,41 +111,48 @@ impl Handler for Grants {
         let mut resends = Vec::new();
         let mut results = Vec::new();
         for (delivery, command_id) in batch.iter().zip(&command_ids) {
-            let command = &delivery.message;
-            if command.user_id.trim().is_empty() {
-                outcomes.push(Outcome::Invalid(format!(
-                    "GrantRewardCommand {command_id} without a userId"
-                )));
-                continue;
-            }
-            if command.claim_id.trim().is_empty() {
-                outcomes.push(Outcome::Invalid(format!(
-                    "GrantRewardCommand {command_id} without a claimId"
-                )));
-                continue;
-            }
-            let grant = match decided.get(command_id) {
-                Some(earlier) => {
-                    tracing::info!(command = %command_id, claim = %command.claim_id,
-                        attempt = command.attempt, outcome = outcome_label(earlier.outcome),
-                        "re-sent command answered with its earlier result");
-                    resends.push((command_id.as_str(), command.attempt));
-                    earlier.clone()
+            // In the command's span: its log lines carry its trace, and so does its result.
+            let outcome = async {
+                let command = &delivery.message;
+                if command.user_id.trim().is_empty() {
+                    return Ok::<_, HandlerError>(Outcome::Invalid(format!(
+                        "GrantRewardCommand {command_id} without a userId"
+                    )));
                 }
-                None => {
-                    let (grant, holding) = self.decide(command, &delivery.message_id);
-                    decided.insert(command_id.clone(), grant.clone());
-                    fresh.push((grant.clone(), holding));
-                    grant
+                if command.claim_id.trim().is_empty() {
+                    return Ok(Outcome::Invalid(format!(
+                        "GrantRewardCommand {command_id} without a claimId"
+                    )));
                 }
-            };
-            let result = result_of(&grant, command);
-            let entry =
-                self.outbox.message(&result).await.map_err(|e| {
-                    HandlerError::Retryable(format!("encoding a grant result: {e}"))
-                })?;
-            results.push(entry);
-            outcomes.push(Outcome::Repeatable);
+                let grant = match decided.get(command_id) {
+                    Some(earlier) => {
+                        tracing::info!(command = %command_id, claim = %command.claim_id,
+                            attempt = command.attempt, outcome = outcome_label(earlier.outcome),
+                            "re-sent command answered with its earlier result");
+                        resends.push((command_id.as_str(), command.attempt));
+                        earlier.clone()
+                    }
+                    None => {
+                        let (grant, holding) = self.decide(command, &delivery.message_id);
+                        decided.insert(command_id.clone(), grant.clone());
+                        fresh.push((grant.clone(), holding));
+                        grant
+                    }
+                };
+                let result = result_of(&grant, command);
+                let entry = self
+                    .outbox
+                    .message(&result, delivery.trace.as_ref())
+                    .await
+                    .map_err(|e| {
+                        HandlerError::Retryable(format!("encoding a grant result: {e}"))
+                    })?;
+                results.push(entry);
+                Ok(Outcome::Repeatable)
+            }
+            .instrument(delivery.span())
+            .await?;
+            outcomes.push(outcome);
         }
         self.ledger.record(session, &fresh).await?;
         self.ledger.count_resends(session, &resends).await?;

@@ -307,3 +307,41 @@ impl Api {
         }
     }
 }
+
+/// Reads `topic` from the beginning with a group of its own until `enough` says so.
+pub async fn read_topic(
+    topic: &str,
+    deadline: Duration,
+    enough: impl Fn(&[rdkafka::message::OwnedMessage]) -> bool,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::Consumer;
+    let consumer =
+        messaging::kafka::consumer(&test_support::kafka(), &test_support::unique("reader"))
+            .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut seen = Vec::new();
+    let give_up = tokio::time::Instant::now() + deadline;
+    while !enough(&seen) {
+        let remaining = give_up.saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            !remaining.is_zero(),
+            "{topic}: only {} messages after {deadline:?}",
+            seen.len()
+        );
+        if let Ok(Ok(message)) = tokio::time::timeout(remaining, consumer.recv()).await {
+            seen.push(message.detach());
+        }
+    }
+    seen
+}
+
+/// The value of the message's header `name`, if it has one.
+pub fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+}

@@ -7,6 +7,7 @@ use auth_claims::{IDENTITY_HEADER, Identity, IdentityKey, Role};
 use contracts::{ActivityType, Envelope, UserActivityEvent};
 use messaging::{SchemaRegistry, kafka};
 use mongo_kit::mongodb::bson::DateTime;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -108,13 +109,24 @@ impl Game {
             new_level: None,
         };
         fill(&mut event);
+        self.produce(&event, None).await;
+    }
+
+    /// Produces `event`, with a `traceparent` header when given one.
+    pub async fn produce(&self, event: &UserActivityEvent, traceparent: Option<&str>) {
         let topic = contracts::topics::USER_ACTIVITY;
-        let payload = self.registry.encode(topic, &event).await.unwrap();
+        let payload = self.registry.encode(topic, event).await.unwrap();
+        let mut record = FutureRecord::to(topic)
+            .key(&event.user_id)
+            .payload(&payload);
+        if let Some(value) = traceparent {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: telemetry::trace::HEADER,
+                value: Some(value),
+            }));
+        }
         self.producer
-            .send(
-                FutureRecord::to(topic).key(user).payload(&payload),
-                Duration::from_secs(10),
-            )
+            .send(record, Duration::from_secs(10))
             .await
             .map_err(|(e, _)| e)
             .unwrap();

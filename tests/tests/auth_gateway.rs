@@ -727,7 +727,7 @@ async fn request_ids_and_trace_context_reach_the_service() {
         )
         .await;
     assert_eq!(reply.headers["x-request-id"], request_id.as_str());
-    // auth logged the request with both.
+    // auth logged the request with both: the client's trace, one hop further.
     let log = std::path::Path::new(&test_support::required(test_support::CONFIG_DIR))
         .join("../logs/auth.log");
     poll_until(
@@ -736,7 +736,11 @@ async fn request_ids_and_trace_context_reach_the_service() {
         || async {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             text.lines()
-                .any(|l| l.contains(&request_id) && l.contains(&traceparent))
+                .any(|l| {
+                    l.contains(&request_id)
+                        && l.contains(&format!(r#""trace_id":"{trace_id}""#))
+                        && !l.contains(&traceparent)
+                })
                 .then_some(())
         },
     )

@@ -3,7 +3,7 @@
 //! MongoDB commit and their offset commit, and dead letters replayed.
 
 use contracts::{ActivityType, Envelope, UserActivityEvent, UserStatus, UserStatusChanged};
-use e2e_tests::effects;
+use e2e_tests::{effects, header, read_topic};
 use messaging::dlq::DeadLetters;
 use messaging::outbox::{MESSAGE_ID_HEADER, OutboxEntry, PRODUCER_HEADER, RECORD_HEADER};
 use messaging::topics::{TopicSpec, dead_letter_topic};
@@ -11,8 +11,7 @@ use messaging::{SchemaRegistry, kafka};
 use mongo_kit::Mongo;
 use mongo_kit::mongodb::bson::{Binary, DateTime, Document, doc, spec::BinarySubtype};
 use rdkafka::Message;
-use rdkafka::consumer::Consumer;
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command};
@@ -85,38 +84,6 @@ async fn produce_activity(registry: &SchemaRegistry, topic: &str, event: &UserAc
     let bytes = registry.encode(topic, event).await.unwrap();
     let id = event.envelope.message_id.to_string();
     produce(topic, &event.user_id, &bytes, Some(&id)).await;
-}
-
-/// Reads `topic` from the beginning with a group of its own until `enough` says so.
-async fn read_topic(
-    topic: &str,
-    deadline: Duration,
-    enough: impl Fn(&[OwnedMessage]) -> bool,
-) -> Vec<OwnedMessage> {
-    let consumer = kafka::consumer(&test_support::kafka(), &unique("reader")).unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut seen = Vec::new();
-    let give_up = tokio::time::Instant::now() + deadline;
-    while !enough(&seen) {
-        let remaining = give_up.saturating_duration_since(tokio::time::Instant::now());
-        assert!(
-            !remaining.is_zero(),
-            "{topic}: only {} messages after {deadline:?}",
-            seen.len()
-        );
-        if let Ok(Ok(message)) = tokio::time::timeout(remaining, consumer.recv()).await {
-            seen.push(message.detach());
-        }
-    }
-    seen
-}
-
-fn header(message: &OwnedMessage, name: &str) -> Option<String> {
-    message
-        .headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
 }
 
 async fn effects_of(mongo: &Mongo, message_id: &str) -> u64 {

@@ -52,6 +52,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+use telemetry::trace::{self, TraceParent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -150,6 +151,23 @@ pub struct Delivery<M> {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// The trace the message belongs to (its `traceparent` header), continued by what the
+    /// handler writes because of it.
+    pub trace: Option<TraceParent>,
+}
+
+impl<M> Delivery<M> {
+    /// A span naming the message and its trace, for the handler's work on this message.
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "message",
+            topic = %self.topic,
+            partition = self.partition,
+            offset = self.offset,
+            message_id = %self.message_id,
+            trace_id = self.trace.as_ref().map(TraceParent::trace_id),
+        )
+    }
 }
 
 /// What the handler made of one message.
@@ -662,7 +680,10 @@ impl<H: Handler> ConsumerRunner<H> {
         stop: &CancellationToken,
     ) -> Option<Vec<GivenUp<'a>>> {
         match self.apply_with_retries(deliveries, stop).await {
-            Applied::Outcomes(outcomes) => Some(invalid(batch, deliveries.iter().zip(outcomes))),
+            Applied::Outcomes(outcomes) => {
+                log_sampled(deliveries, &outcomes);
+                Some(invalid(batch, deliveries.iter().zip(outcomes)))
+            }
             Applied::Stopped => None,
             Applied::Exhausted(attempts, reason) => {
                 let failed = format!("batch failed {attempts} times: {reason}");
@@ -686,6 +707,7 @@ impl<H: Handler> ConsumerRunner<H> {
                 .await
             {
                 Applied::Outcomes(outcomes) => {
+                    log_sampled(std::slice::from_ref(delivery), &outcomes);
                     given_up.extend(invalid(batch, std::iter::once(delivery).zip(outcomes)));
                 }
                 Applied::Stopped => return None,
@@ -723,7 +745,9 @@ impl<H: Handler> ConsumerRunner<H> {
             if recorded.is_err() {
                 return false;
             }
+            let trace = header(raw, trace::HEADER).and_then(|v| TraceParent::parse(&v));
             tracing::warn!(topic = raw.topic(), partition = raw.partition(), offset = raw.offset(),
+                trace_id = trace.as_ref().map(TraceParent::trace_id),
                 class = class.as_str(), %reason, "message dead-lettered");
             metrics::counter!(names::CONSUMER_DEAD_LETTERED, "group" => self.group.clone(), "class" => class.as_str())
                 .increment(1);
@@ -762,6 +786,7 @@ impl<H: Handler> ConsumerRunner<H> {
                     topic: raw.topic().to_owned(),
                     partition: raw.partition(),
                     offset: raw.offset(),
+                    trace: header(raw, trace::HEADER).and_then(|v| TraceParent::parse(&v)),
                 })
             }
             Err(reason) => Decoded::Dead(ErrorClass::InvalidContent, reason),
@@ -1035,6 +1060,25 @@ fn raw_of<'a, M>(batch: &'a [OwnedMessage], delivery: &Delivery<M>) -> Option<&'
 }
 
 /// The deliveries the handler found invalid, given up on.
+/// One line per committed message of a sampled trace, in the message's span: what lets a
+/// trace be followed through consumers. Messages without a trace, or of an unsampled one
+/// (most game activity), log nothing per message.
+fn log_sampled<M>(deliveries: &[Delivery<M>], outcomes: &[Outcome]) {
+    let sampled = deliveries
+        .iter()
+        .zip(outcomes)
+        .filter(|(d, _)| d.trace.as_ref().is_some_and(TraceParent::sampled));
+    for (delivery, outcome) in sampled {
+        let outcome = match outcome {
+            Outcome::Done | Outcome::Repeatable => "applied",
+            Outcome::Invalid(_) => "invalid",
+        };
+        delivery
+            .span()
+            .in_scope(|| tracing::info!(outcome, "message handled"));
+    }
+}
+
 fn invalid<'a, 'd, M: 'd>(
     batch: &'a [OwnedMessage],
     outcomes: impl Iterator<Item = (&'d Delivery<M>, Outcome)>,

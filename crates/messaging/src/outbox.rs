@@ -5,7 +5,8 @@
 //!
 //! ## How the relay works
 //! - It encodes nothing: entries hold the exact Kafka record (topic, key, Confluent-framed
-//!   Avro value, headers), encoded by [`Outbox::message`] before the transaction.
+//!   Avro value, headers), encoded by [`Outbox::message`] before the transaction. The headers
+//!   include the `traceparent` of what caused the message, so consumers continue its trace.
 //! - It learns of new entries from a change stream on the outbox collection, within
 //!   milliseconds, and publishes them in the stream's order, which is commit order, straight
 //!   from the stream (entries old enough to have been swept are checked first). The stream's
@@ -40,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use service_config::KafkaConfig;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use telemetry::trace::{self, TraceParent};
 use tokio_util::sync::CancellationToken;
 
 /// Header carrying the envelope's message id, so consumers can deduplicate (and DLQ tools
@@ -107,16 +109,26 @@ impl Outbox {
     }
 
     /// Encodes `record` for its topic (registering its schema on first use). Done before the
-    /// transaction, so a retried transaction does no network I/O besides MongoDB.
-    pub async fn message<T: Contract>(&self, record: &T) -> Result<OutboxEntry, RegistryError> {
+    /// transaction, so a retried transaction does no network I/O besides MongoDB. `trace` is
+    /// the trace that caused the record (an HTTP request's, or a consumed message's): its
+    /// next hop goes into the `traceparent` header.
+    pub async fn message<T: Contract>(
+        &self,
+        record: &T,
+        trace: Option<&TraceParent>,
+    ) -> Result<OutboxEntry, RegistryError> {
         let payload = self.registry.encode(T::SCHEMA.topic, record).await?;
         let id = record.envelope().message_id.to_string();
+        let mut headers = vec![
+            (MESSAGE_ID_HEADER.into(), id.clone()),
+            (RECORD_HEADER.into(), T::SCHEMA.full_name.into()),
+            (PRODUCER_HEADER.into(), self.producer_name.into()),
+        ];
+        if let Some(trace) = trace {
+            headers.push((trace::HEADER.into(), trace.child().to_string()));
+        }
         Ok(OutboxEntry {
-            headers: vec![
-                (MESSAGE_ID_HEADER.into(), id.clone()),
-                (RECORD_HEADER.into(), T::SCHEMA.full_name.into()),
-                (PRODUCER_HEADER.into(), self.producer_name.into()),
-            ],
+            headers,
             id,
             topic: T::SCHEMA.topic.into(),
             key: record.key().into(),

@@ -1,6 +1,6 @@
 //! The HTTP side every service shares: binding, the operational routes (`/healthz`,
-//! `/readyz`, `/metrics`), request ids and access logs, `application/problem+json` errors,
-//! and graceful shutdown.
+//! `/readyz`, `/metrics`), request ids, trace context and access logs,
+//! `application/problem+json` errors, and graceful shutdown.
 //!
 //! A service builds its own `Router` and hands it to [`App::new`] with its bound [`Server`]
 //! and readiness checks (the backend services through `service_deps::Backend`); the
@@ -16,7 +16,7 @@ pub mod startup;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use readiness::Readiness;
@@ -32,6 +32,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 pub use json::{FieldError, Json, OptionalJson, Query};
 pub use problem::Problem;
 pub use shutdown::Shutdown;
+pub use telemetry::trace::TraceParent;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -217,22 +218,35 @@ pub fn with_operational_routes(routes: Router, readiness: Readiness) -> Router {
                         .get(REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    let traceparent = request
-                        .headers()
-                        .get("traceparent")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
+                    let trace = request.extensions().get::<TraceParent>();
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
                         path = %request.uri().path(),
                         request_id,
-                        traceparent,
+                        trace_id = trace.map(TraceParent::trace_id),
+                        traceparent = trace.map(tracing::field::display),
                     )
                 }),
         )
+        .layer(axum::middleware::map_request(trace_context))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Puts every request in a trace: the client's `traceparent` when it is valid, else a new
+/// one. The header then holds it for whatever the request is passed on to, and handlers read
+/// it as `Extension<TraceParent>` for the messages they write.
+async fn trace_context(mut request: Request) -> Request {
+    let sent = request.headers().get(telemetry::trace::HEADER);
+    let trace = TraceParent::parse_or_root(sent.and_then(|v| v.to_str().ok()));
+    if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
+        request
+            .headers_mut()
+            .insert(telemetry::trace::HEADER, value);
+    }
+    request.extensions_mut().insert(trace);
+    request
 }
 
 /// Runs each request's handler on a task of its own, so that a client hanging up does not

@@ -2,7 +2,10 @@
 //!
 //! Logs are `tracing` events written as one JSON object per line to stdout (or human-readable
 //! with `log.format = "pretty"`). Metrics go through the `metrics` facade into a Prometheus
-//! recorder whose rendering each service serves at `/metrics`.
+//! recorder whose rendering each service serves at `/metrics`. [`trace`] is the W3C trace
+//! context that ties the log lines of one request together across services and Kafka.
+
+pub mod trace;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use service_config::{LogConfig, LogFormat};

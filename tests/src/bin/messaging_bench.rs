@@ -66,7 +66,7 @@ async fn relay(
     while written < count {
         let mut batch = Vec::with_capacity(per_txn);
         for _ in 0..per_txn.min(count - written) {
-            let mut entry = outbox.message(&event(written % 1000)).await.unwrap();
+            let mut entry = outbox.message(&event(written % 1000), None).await.unwrap();
             entry.topic = topic.clone();
             batch.push(entry);
             written += 1;

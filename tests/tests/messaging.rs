@@ -5,7 +5,9 @@
 use contracts::{ActivityType, Envelope, UserActivityEvent, UserStatus, UserStatusChanged};
 use e2e_tests::{effects, header, read_topic};
 use messaging::dlq::DeadLetters;
-use messaging::outbox::{MESSAGE_ID_HEADER, OutboxEntry, PRODUCER_HEADER, RECORD_HEADER};
+use messaging::outbox::{
+    MESSAGE_ID_HEADER, OutboxEntry, PRODUCER_HEADER, RECORD_HEADER, Relay, RelayConfig,
+};
 use messaging::topics::{TopicSpec, dead_letter_topic};
 use messaging::{SchemaRegistry, kafka};
 use mongo_kit::Mongo;
@@ -631,12 +633,12 @@ async fn a_consumer_whose_group_stays_unsettled_is_made_again() {
         .unwrap();
 }
 
-/// Seconds after which the inbox's TTL index forgets a record.
-async fn inbox_ttl_seconds(mongo: &Mongo) -> i64 {
+/// Seconds after which `collection`'s TTL index `name` forgets a document.
+async fn ttl_seconds(mongo: &Mongo, collection: &str, name: &str) -> i64 {
     use futures::TryStreamExt;
     let indexes: Vec<Document> = mongo
         .db()
-        .collection::<Document>("inbox")
+        .collection::<Document>(collection)
         .list_indexes()
         .await
         .unwrap()
@@ -646,12 +648,34 @@ async fn inbox_ttl_seconds(mongo: &Mongo) -> i64 {
         .unwrap();
     let ttl = indexes
         .iter()
-        .find(|index| index.get_str("name") == Ok("processed_ttl"))
-        .unwrap_or_else(|| panic!("no processed_ttl index among {indexes:?}"));
+        .find(|index| index.get_str("name") == Ok(name))
+        .unwrap_or_else(|| panic!("no {name} index among {indexes:?}"));
     match ttl.get("expireAfterSeconds") {
         Some(mongo_kit::mongodb::bson::Bson::Int32(n)) => i64::from(*n),
         Some(mongo_kit::mongodb::bson::Bson::Int64(n)) => *n,
         other => panic!("expireAfterSeconds: {other:?}"),
+    }
+}
+
+async fn inbox_ttl_seconds(mongo: &Mongo) -> i64 {
+    ttl_seconds(mongo, "inbox", "processed_ttl").await
+}
+
+/// The outbox's TTL follows `[relay] retention_hours` when it changes, instead of failing
+/// start-up on the index that is already there.
+#[tokio::test]
+async fn the_outbox_ttl_index_takes_the_configured_retention_and_follows_a_change() {
+    let mongo = database("outbox_ttl").await;
+    for hours in [30, 50] {
+        let config = RelayConfig {
+            retention_hours: hours,
+            ..RelayConfig::default()
+        };
+        Relay::ensure_indexes(mongo.db(), &config).await.unwrap();
+        assert_eq!(
+            ttl_seconds(&mongo, "outbox", "published_ttl").await,
+            hours as i64 * 3600
+        );
     }
 }
 

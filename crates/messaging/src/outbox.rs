@@ -271,18 +271,14 @@ impl Relay {
                     .build(),
             )
             .await?;
-        let ttl = IndexOptions::builder()
-            .name("published_ttl".to_owned())
-            .expire_after(Duration::from_secs(config.retention_hours * 3600))
-            .build();
-        entries
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "publishedAt": 1 })
-                    .options(ttl)
-                    .build(),
-            )
-            .await?;
+        // A changed retention changes the index rather than failing start-up.
+        mongo_kit::ensure_ttl_index(
+            &entries,
+            "published_ttl",
+            "publishedAt",
+            Duration::from_secs(config.retention_hours * 3600),
+        )
+        .await?;
         Ok(())
     }
 

@@ -63,6 +63,7 @@ impl Application {
                 backend.deps().mongo.client().clone(),
                 backend.db(),
                 backend.outbox(),
+                backend.audit(),
             ),
             passwords: Passwords::new(&config.passwords).await?,
             tokens: Arc::new(Tokens::new(&config.jwt)?),

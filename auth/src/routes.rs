@@ -3,9 +3,10 @@
 
 use crate::AppState;
 use crate::error::AuthError;
-use crate::store::{Revoke, Rotation, UserDoc};
+use crate::store::{Cause, Revoke, Rotation, UserDoc};
 use crate::tokens::{hash_refresh_token, new_refresh_token};
 use crate::validate;
+use audit::Actor;
 use auth_claims::{Identity, Role};
 use axum::Extension;
 use axum::Router;
@@ -195,7 +196,16 @@ async fn update_me(
     };
     let user = state
         .store
-        .update_user(id, set, revoke, None, &trace)
+        .update_user(
+            id,
+            set,
+            revoke,
+            Cause {
+                announce: None,
+                trace: &trace,
+                staff: None,
+            },
+        )
         .await?;
     Ok(Json(user.to_api()))
 }
@@ -205,7 +215,7 @@ async fn delete_me(
     Extension(trace): Extension<TraceParent>,
     identity: Identity,
 ) -> Result<StatusCode, AuthError> {
-    soft_delete(&state, user_id_of(&identity)?, &trace).await
+    soft_delete(&state, user_id_of(&identity)?, &trace, None).await
 }
 
 async fn list_users(
@@ -230,11 +240,11 @@ async fn get_user(
 async fn set_roles(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceParent>,
-    identity: Identity,
+    actor: Actor,
     Path(id): Path<String>,
     Json(request): Json<SetRolesRequest>,
 ) -> Result<Json<User>, AuthError> {
-    identity.require(&[Role::Admin])?;
+    actor.identity.require(&[Role::Admin])?;
     let roles = request.roles.into_iter().map(Role::from).collect();
     let roles = validate::roles(roles).map_err(|e| AuthError::Validation(vec![e]))?;
     let roles = to_bson(&roles).map_err(|e| AuthError::Internal(e.to_string()))?;
@@ -244,8 +254,11 @@ async fn set_roles(
             &id,
             doc! { "roles": roles },
             Revoke::AccessTokens,
-            Some(StatusChange::RolesChanged),
-            &trace,
+            Cause {
+                announce: Some(StatusChange::RolesChanged),
+                trace: &trace,
+                staff: Some((&actor, "user.set_roles")),
+            },
         )
         .await?;
     Ok(Json(user.to_api()))
@@ -254,18 +267,21 @@ async fn set_roles(
 async fn ban(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceParent>,
-    identity: Identity,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Json<User>, AuthError> {
-    identity.require(&[Role::Admin])?;
+    actor.identity.require(&[Role::Admin])?;
     let user = state
         .store
         .update_user(
             &id,
             doc! { "status": "BANNED" },
             Revoke::Sessions,
-            Some(StatusChange::Banned),
-            &trace,
+            Cause {
+                announce: Some(StatusChange::Banned),
+                trace: &trace,
+                staff: Some((&actor, "user.ban")),
+            },
         )
         .await?;
     Ok(Json(user.to_api()))
@@ -274,10 +290,10 @@ async fn ban(
 async fn unban(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceParent>,
-    identity: Identity,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Json<User>, AuthError> {
-    identity.require(&[Role::Admin])?;
+    actor.identity.require(&[Role::Admin])?;
     // A new token version: tokens issued from now on are newer than anything the gateway
     // has cached for this user, so they work at once.
     let user = state
@@ -286,8 +302,11 @@ async fn unban(
             &id,
             doc! { "status": "ACTIVE" },
             Revoke::Sessions,
-            Some(StatusChange::Unbanned),
-            &trace,
+            Cause {
+                announce: Some(StatusChange::Unbanned),
+                trace: &trace,
+                staff: Some((&actor, "user.unban")),
+            },
         )
         .await?;
     Ok(Json(user.to_api()))
@@ -296,11 +315,11 @@ async fn unban(
 async fn delete_user(
     State(state): State<AppState>,
     Extension(trace): Extension<TraceParent>,
-    identity: Identity,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AuthError> {
-    identity.require(&[Role::Admin])?;
-    soft_delete(&state, &id, &trace).await
+    actor.identity.require(&[Role::Admin])?;
+    soft_delete(&state, &id, &trace, Some(&actor)).await
 }
 
 /// For the gateway: the user's status and token version (which its cache holds briefly).
@@ -319,6 +338,7 @@ async fn soft_delete(
     state: &AppState,
     id: &str,
     trace: &TraceParent,
+    staff: Option<&Actor>,
 ) -> Result<StatusCode, AuthError> {
     let deleted = state
         .store
@@ -326,8 +346,11 @@ async fn soft_delete(
             id,
             doc! { "status": "DELETED", "deletedAt": DateTime::now() },
             Revoke::Sessions,
-            Some(StatusChange::Deleted),
-            trace,
+            Cause {
+                announce: Some(StatusChange::Deleted),
+                trace,
+                staff: staff.map(|actor| (actor, "user.delete")),
+            },
         )
         .await;
     match deleted {

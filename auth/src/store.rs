@@ -1,6 +1,7 @@
 //! `auth_db`: the `users` and `refresh_tokens` collections and every query the service makes.
 
 use crate::error::AuthError;
+use audit::{Actor, Audit};
 use auth_claims::Role;
 use contracts::StatusChange;
 use http_api::auth::{SessionState, User, UserFilter, UserStatus};
@@ -121,12 +122,22 @@ pub struct Store {
     users: Collection<UserDoc>,
     refresh: Collection<RefreshDoc>,
     outbox: Outbox,
+    audit: Audit,
+}
+
+/// Why a user changes: what to announce on `auth.user-events`, in which trace, and the staff
+/// action (actor and action name) to record in the audit trail.
+pub struct Cause<'a> {
+    pub announce: Option<StatusChange>,
+    pub trace: &'a TraceParent,
+    pub staff: Option<(&'a Actor, &'static str)>,
 }
 
 impl Store {
-    pub fn new(client: Client, db: &Database, outbox: Outbox) -> Self {
+    pub fn new(client: Client, db: &Database, outbox: Outbox, audit: Audit) -> Self {
         Self {
             client,
+            audit,
             users: db.collection("users"),
             refresh: db.collection("refresh_tokens"),
             outbox,
@@ -246,15 +257,14 @@ impl Store {
     }
 
     /// Applies `set` (plus `updatedAt` and what `revoke` asks) to a user that is not deleted,
-    /// records UserStatusChanged (in `trace`) when `change` says what happened, in one
-    /// transaction, and returns the user as it is afterwards.
+    /// and records what `cause` asks for (UserStatusChanged, the audit record), in one
+    /// transaction; returns the user as it is afterwards.
     pub async fn update_user(
         &self,
         id: &str,
         mut set: Document,
         revoke: Revoke,
-        change: Option<StatusChange>,
-        trace: &TraceParent,
+        cause: Cause<'_>,
     ) -> Result<UserDoc, AuthError> {
         set.insert("updatedAt", DateTime::now());
         let mut update = doc! { "$set": set };
@@ -270,18 +280,38 @@ impl Store {
         let options = FindOneAndUpdateOptions::builder()
             .return_document(ReturnDocument::After)
             .build();
-        let (users, outbox) = (self.users.clone(), self.outbox.clone());
-        let trace = trace.clone();
+        let (users, outbox, audit) = (self.users.clone(), self.outbox.clone(), self.audit.clone());
+        let (change, trace) = (cause.announce, cause.trace.clone());
+        let staff = cause
+            .staff
+            .map(|(actor, action)| self.audit.entry(actor, action, ("user", id)));
         let filter = doc! { "_id": id, "status": { "$ne": "DELETED" } };
         let mut session = self.client.start_session().await?;
         let updated = session
             .start_transaction()
             .and_run2(async move |s| {
+                // What the audit record compares with: read in the transaction, so nothing
+                // can change the user between this and the update.
+                let before = match &staff {
+                    Some(_) => users.find_one(filter.clone()).session(&mut *s).await?,
+                    None => None,
+                };
                 let user = users
                     .find_one_and_update(filter.clone(), update.clone())
                     .with_options(options.clone())
                     .session(&mut *s)
                     .await?;
+                let entry = match (&before, &user, &staff) {
+                    (Some(before), Some(after), Some(entry)) => Some(
+                        entry
+                            .clone()
+                            .changed(Some(&before.to_api()), &after.to_api()),
+                    ),
+                    _ => None,
+                };
+                if let Some(entry) = entry {
+                    audit.write(s, &entry).await?;
+                }
                 if let (Some(user), Some(change)) = (&user, change) {
                     // Encoding asks the registry once per process, then uses its cache.
                     let message = outbox

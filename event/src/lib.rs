@@ -123,6 +123,7 @@ impl Application {
         let db = backend.db().clone();
         let store = Store::new(
             &db,
+            backend.audit(),
             std::time::Duration::from_millis(config.saga.catalog_ttl_ms),
         );
         let saga = Saga::new(

@@ -6,6 +6,7 @@ use crate::condition;
 use crate::error::EventError;
 use crate::progress;
 use crate::store::{ClaimDoc, EventChanges, EventDoc, Grant, RewardDoc, parse_time};
+use audit::Actor;
 use auth_claims::{Identity, Role};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -42,10 +43,10 @@ const CLAIM_READERS: &[Role] = &[Role::Operator, Role::Auditor];
 
 async fn create_event(
     State(state): State<AppState>,
-    identity: Identity,
+    actor: Actor,
     Json(request): Json<CreateEventRequest>,
 ) -> Result<impl IntoResponse, EventError> {
-    identity.require(MANAGERS)?;
+    actor.identity.require(MANAGERS)?;
     let mut errors = Vec::new();
     check_name(&request.name, &mut errors);
     let name = request.name.trim().to_owned();
@@ -74,11 +75,15 @@ async fn create_event(
         ends_at,
         status: EventStatus::Draft,
         condition: request.condition,
-        created_by: identity.sub,
+        created_by: actor.identity.sub.clone(),
         created_at: now,
         updated_at: now,
     };
-    state.store.insert_event(&event).await?;
+    let entry = state
+        .store
+        .audit()
+        .entry(&actor, "event.create", ("event", &event.id));
+    state.store.insert_event(&event, entry).await?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/events/{}", event.id))],
@@ -152,11 +157,11 @@ fn check_description(description: &str, errors: &mut Vec<FieldError>) {
 
 async fn update_event(
     State(state): State<AppState>,
-    identity: Identity,
+    actor: Actor,
     Path(id): Path<String>,
     Json(request): Json<UpdateEventRequest>,
 ) -> Result<Json<Event>, EventError> {
-    identity.require(MANAGERS)?;
+    actor.identity.require(MANAGERS)?;
     let mut errors = Vec::new();
     if let Some(name) = &request.name {
         check_name(name, &mut errors);
@@ -183,18 +188,26 @@ async fn update_event(
         ends_at,
         condition: request.condition,
     };
-    let event = state.store.update_event(&id, changes).await?;
+    let entry = state
+        .store
+        .audit()
+        .entry(&actor, "event.update", ("event", &id));
+    let event = state.store.update_event(&id, changes, entry).await?;
     Ok(Json(event.to_api(DateTime::now())))
 }
 
 async fn set_status(
     State(state): State<AppState>,
-    identity: Identity,
+    actor: Actor,
     Path(id): Path<String>,
     Json(request): Json<SetStatusRequest>,
 ) -> Result<Json<Event>, EventError> {
-    identity.require(MANAGERS)?;
-    let event = state.store.set_status(&id, request.status).await?;
+    actor.identity.require(MANAGERS)?;
+    let entry = state
+        .store
+        .audit()
+        .entry(&actor, "event.set_status", ("event", &id));
+    let event = state.store.set_status(&id, request.status, entry).await?;
     Ok(Json(event.to_api(DateTime::now())))
 }
 
@@ -279,11 +292,11 @@ fn grant_of(request: &CreateRewardRequest, errors: &mut Vec<FieldError>) -> Gran
 
 async fn create_reward(
     State(state): State<AppState>,
-    identity: Identity,
+    actor: Actor,
     Path(event_id): Path<String>,
     Json(request): Json<CreateRewardRequest>,
 ) -> Result<impl IntoResponse, EventError> {
-    identity.require(MANAGERS)?;
+    actor.identity.require(MANAGERS)?;
     let mut errors = Vec::new();
     let grant = grant_of(&request, &mut errors);
     check_stock(request.total_stock(), &mut errors);
@@ -306,7 +319,11 @@ async fn create_reward(
         created_at: now,
         updated_at: now,
     };
-    state.store.insert_reward(&reward).await?;
+    let entry = state
+        .store
+        .audit()
+        .entry(&actor, "reward.create", ("reward", &reward.id));
+    state.store.insert_reward(&reward, entry).await?;
     Ok((StatusCode::CREATED, Json(reward.to_api())))
 }
 
@@ -322,11 +339,11 @@ async fn list_rewards(
 
 async fn update_reward(
     State(state): State<AppState>,
-    identity: Identity,
+    actor: Actor,
     Path(id): Path<String>,
     Json(request): Json<UpdateRewardRequest>,
 ) -> Result<Json<Reward>, EventError> {
-    identity.require(MANAGERS)?;
+    actor.identity.require(MANAGERS)?;
     let mut errors = Vec::new();
     check_stock(request.total_stock.flatten(), &mut errors);
     check_limit(request.per_user_limit, &mut errors);
@@ -335,7 +352,15 @@ async fn update_reward(
     }
     let reward = state
         .store
-        .update_reward(&id, request.total_stock, request.per_user_limit)
+        .update_reward(
+            &id,
+            request.total_stock,
+            request.per_user_limit,
+            state
+                .store
+                .audit()
+                .entry(&actor, "reward.update", ("reward", &id)),
+        )
         .await?;
     Ok(Json(reward.to_api()))
 }

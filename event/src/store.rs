@@ -1,14 +1,15 @@
 //! `event_db`: the `events` and `claims` collections and the queries on them.
 
 use crate::error::EventError;
+use audit::{Audit, Entry};
 use http_api::events::{
     Claim, ClaimEvent, ClaimFilter, ClaimStatus, ClaimStep, Condition, Event, EventFilter,
     EventStatus, Reward, RewardType,
 };
-use http_api::{Page, PageQuery};
+use http_api::{Page, PageQuery, Timestamp};
 use mongo_kit::mongodb::bson::{DateTime, Document, doc, to_bson};
 use mongo_kit::mongodb::options::IndexOptions;
-use mongo_kit::mongodb::{Collection, Database, IndexModel};
+use mongo_kit::mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -248,6 +249,9 @@ pub struct EventChanges {
 
 #[derive(Clone)]
 pub struct Store {
+    client: Client,
+    /// Staff changes to events and rewards are recorded with them.
+    audit: Audit,
     events: Collection<EventDoc>,
     rewards: Collection<RewardDoc>,
     claims: Collection<ClaimDoc>,
@@ -302,14 +306,21 @@ async fn forget<T: Send + Sync + 'static>(copies: &Copies<T>, id: &str) {
 impl Store {
     /// `cache_ttl`: how old the copies of events and rewards the claim path uses may be;
     /// zero turns the copies off.
-    pub fn new(db: &Database, cache_ttl: Duration) -> Self {
+    pub fn new(db: &Database, audit: Audit, cache_ttl: Duration) -> Self {
         Self {
+            client: db.client().clone(),
+            audit,
             events: db.collection("events"),
             rewards: db.collection("rewards"),
             claims: db.collection("claims"),
             cached_events: copies(cache_ttl),
             cached_rewards: copies(cache_ttl),
         }
+    }
+
+    /// Where staff changes are recorded.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     /// The event, from a copy at most `cache_ttl` old.
@@ -329,6 +340,7 @@ impl Store {
         &self,
         id: &str,
         changes: EventChanges,
+        entry: Entry,
     ) -> Result<EventDoc, EventError> {
         let event = self.event(id).await?;
         let now = DateTime::now();
@@ -362,21 +374,35 @@ impl Store {
             updated.condition = condition;
         }
         updated.updated_at = now;
+        let entry = entry.changed(Some(&event.to_api(now)), &updated.to_api(now));
+        let filter =
+            doc! { "_id": id, "status": bson_of(&event.status)?, "updatedAt": event.updated_at };
+        let (events, audit, doc) = (self.events.clone(), self.audit.clone(), updated.clone());
         let replaced = self
-            .events
-            .replace_one(
-                doc! { "_id": id, "status": bson_of(&event.status)?, "updatedAt": event.updated_at },
-                &updated,
-            )
+            .transaction(async move |s| {
+                let replaced = events
+                    .replace_one(filter.clone(), &doc)
+                    .session(&mut *s)
+                    .await?;
+                if replaced.matched_count == 1 {
+                    audit.write(s, &entry).await?;
+                }
+                Ok(replaced.matched_count == 1)
+            })
             .await?;
         forget(&self.cached_events, id).await;
-        if replaced.matched_count == 0 {
+        if !replaced {
             return Err(EventError::Conflict);
         }
         Ok(updated)
     }
 
-    pub async fn set_status(&self, id: &str, to: EventStatus) -> Result<EventDoc, EventError> {
+    pub async fn set_status(
+        &self,
+        id: &str,
+        to: EventStatus,
+        entry: Entry,
+    ) -> Result<EventDoc, EventError> {
         let event = self.event(id).await?;
         let now = DateTime::now();
         let from = event.effective_status(now);
@@ -386,26 +412,42 @@ impl Store {
         if from == to {
             return Ok(event);
         }
-        let changed = self
-            .events
-            .update_one(
-                doc! { "_id": id, "status": bson_of(&event.status)? },
-                doc! { "$set": { "status": bson_of(&to)?, "updatedAt": now } },
-            )
-            .await?;
-        forget(&self.cached_events, id).await;
-        if changed.matched_count == 0 {
-            return Err(EventError::Conflict);
-        }
-        Ok(EventDoc {
+        let updated = EventDoc {
             status: to,
             updated_at: now,
-            ..event
-        })
+            ..event.clone()
+        };
+        let entry = entry.changed(Some(&event.to_api(now)), &updated.to_api(now));
+        let filter = doc! { "_id": id, "status": bson_of(&event.status)? };
+        let update = doc! { "$set": { "status": bson_of(&to)?, "updatedAt": now } };
+        let (events, audit) = (self.events.clone(), self.audit.clone());
+        let changed = self
+            .transaction(async move |s| {
+                let changed = events
+                    .update_one(filter.clone(), update.clone())
+                    .session(&mut *s)
+                    .await?;
+                if changed.matched_count == 1 {
+                    audit.write(s, &entry).await?;
+                }
+                Ok(changed.matched_count == 1)
+            })
+            .await?;
+        forget(&self.cached_events, id).await;
+        if !changed {
+            return Err(EventError::Conflict);
+        }
+        Ok(updated)
     }
 
-    pub async fn insert_reward(&self, reward: &RewardDoc) -> Result<(), EventError> {
-        self.rewards.insert_one(reward).await?;
+    pub async fn insert_reward(&self, reward: &RewardDoc, entry: Entry) -> Result<(), EventError> {
+        let entry = entry.changed(None, &reward.to_api());
+        let (rewards, audit, reward) = (self.rewards.clone(), self.audit.clone(), reward.clone());
+        self.transaction(async move |s| {
+            rewards.insert_one(&reward).session(&mut *s).await?;
+            audit.write(s, &entry).await
+        })
+        .await?;
         Ok(())
     }
 
@@ -435,6 +477,7 @@ impl Store {
         id: &str,
         total_stock: Option<Option<i64>>,
         per_user_limit: Option<i32>,
+        entry: Entry,
     ) -> Result<RewardDoc, EventError> {
         let mut filter = doc! { "_id": id };
         let mut set = doc! { "updatedAt": DateTime::now() };
@@ -451,10 +494,25 @@ impl Store {
         if let Some(limit) = per_user_limit {
             set.insert("perUserLimit", limit);
         }
+        let (rewards, audit, id_filter) =
+            (self.rewards.clone(), self.audit.clone(), doc! { "_id": id });
+        let update = doc! { "$set": set };
         let updated = self
-            .rewards
-            .find_one_and_update(filter, doc! { "$set": set })
-            .return_document(mongo_kit::mongodb::options::ReturnDocument::After)
+            .transaction(async move |s| {
+                let before = rewards.find_one(id_filter.clone()).session(&mut *s).await?;
+                let after = rewards
+                    .find_one_and_update(filter.clone(), update.clone())
+                    .return_document(mongo_kit::mongodb::options::ReturnDocument::After)
+                    .session(&mut *s)
+                    .await?;
+                if let (Some(before), Some(after)) = (&before, &after) {
+                    let entry = entry
+                        .clone()
+                        .changed(Some(&before.to_api()), &after.to_api());
+                    audit.write(s, &entry).await?;
+                }
+                Ok(after)
+            })
             .await?;
         forget(&self.cached_rewards, id).await;
         match updated {
@@ -516,9 +574,24 @@ impl Store {
         Ok(())
     }
 
-    pub async fn insert_event(&self, event: &EventDoc) -> Result<(), EventError> {
-        self.events.insert_one(event).await?;
+    pub async fn insert_event(&self, event: &EventDoc, entry: Entry) -> Result<(), EventError> {
+        let entry = entry.changed(None, &event.to_api(event.created_at));
+        let (events, audit, event) = (self.events.clone(), self.audit.clone(), event.clone());
+        self.transaction(async move |s| {
+            events.insert_one(&event).session(&mut *s).await?;
+            audit.write(s, &entry).await
+        })
+        .await?;
         Ok(())
+    }
+
+    /// Runs `work` in a transaction, retried as a whole on transient errors.
+    async fn transaction<T, F>(&self, work: F) -> Result<T, mongo_kit::mongodb::error::Error>
+    where
+        F: for<'s> AsyncFnMut(&'s mut ClientSession) -> Result<T, mongo_kit::mongodb::error::Error>,
+    {
+        let mut session = self.client.start_session().await?;
+        session.start_transaction().and_run2(work).await
     }
 
     pub async fn event(&self, id: &str) -> Result<EventDoc, EventError> {
@@ -575,15 +648,12 @@ impl Store {
         if let Some(status) = filter.status {
             query.insert("status", bson_of(&status)?);
         }
-        let mut created = Document::new();
-        if let Some(from) = filter.from {
-            created.insert("$gte", DateTime::from_millis(from.unix_millis()));
-        }
-        if let Some(to) = filter.to {
-            created.insert("$lt", DateTime::from_millis(to.unix_millis()));
-        }
-        if !created.is_empty() {
-            query.insert("createdAt", created);
+        let range = mongo_kit::time_range(
+            filter.from.map(Timestamp::unix_millis),
+            filter.to.map(Timestamp::unix_millis),
+        );
+        if let Some(range) = range {
+            query.insert("createdAt", range);
         }
         page_of(
             &self.claims,

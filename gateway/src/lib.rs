@@ -6,6 +6,7 @@
 
 mod authn;
 pub mod config;
+mod gather;
 pub mod metrics;
 mod proxy;
 mod ratelimit;
@@ -95,7 +96,7 @@ impl Application {
 }
 
 impl Gateway {
-    fn upstreams(&self) -> [&Upstream; 3] {
+    pub(crate) fn upstreams(&self) -> [&Upstream; 3] {
         [&self.auth, &self.event, &self.reward_fulfillment]
     }
 }

@@ -72,7 +72,10 @@ pub async fn handle(
 }
 
 async fn forward(gateway: &Gateway, route: &Route, request: Request) -> Response {
-    let upstream = gateway.upstream(route.upstream);
+    let upstream = match route.upstream {
+        routes::Upstream::Every => return crate::gather::audit(gateway, request).await,
+        owner => gateway.upstream(owner),
+    };
     // Read whole (so that it can be sent again to another instance), but never past the
     // limit, even when no Content-Length was sent, nor for longer than a request may take.
     let (parts, body) = request.into_parts();
@@ -107,14 +110,21 @@ async fn forward(gateway: &Gateway, route: &Route, request: Request) -> Response
             remove_hop_by_hop(response.headers_mut());
             response
         }
-        Err(UpstreamError::Timeout(after)) => Problem::new(
+        Err(e) => upstream_failed(upstream, e),
+    }
+}
+
+/// 504 for a service that took too long, 502 for one that could not be reached.
+pub(crate) fn upstream_failed(upstream: &Upstream, error: UpstreamError) -> Response {
+    match error {
+        UpstreamError::Timeout(after) => Problem::new(
             StatusCode::GATEWAY_TIMEOUT,
             "upstream_timeout",
             "The service did not answer in time",
         )
         .with_detail(format!("{} took longer than {after:?}", upstream.name()))
         .into_response(),
-        Err(e) => {
+        e => {
             tracing::warn!(upstream = upstream.name(), error = %e, "upstream failed");
             Problem::new(
                 StatusCode::BAD_GATEWAY,
@@ -219,6 +229,7 @@ impl Gateway {
             routes::Upstream::Auth => &self.auth,
             routes::Upstream::Event => &self.event,
             routes::Upstream::RewardFulfillment => &self.reward_fulfillment,
+            routes::Upstream::Every => unreachable!("gathered, not forwarded"),
         }
     }
 }

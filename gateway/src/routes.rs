@@ -9,6 +9,9 @@ pub enum Upstream {
     Auth,
     Event,
     RewardFulfillment,
+    /// Every service, each answering a page of its own; the gateway merges the pages
+    /// (`GET /audit`, see [`crate::gather`]).
+    Every,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,8 @@ const ADMIN: Access = Access::Roles(&[Role::Admin]);
 const OPERATOR: Access = Access::Roles(&[Role::Operator]);
 /// Staff who read every player's claims and grants.
 const STAFF_READERS: Access = Access::Roles(&[Role::Operator, Role::Auditor]);
+/// Staff who read the audit trail.
+const AUDITORS: Access = Access::Roles(&[Role::Auditor]);
 
 const fn route(method: Method, path: &'static str, upstream: Upstream, access: Access) -> Route {
     Route {
@@ -159,6 +164,7 @@ pub const ROUTES: &[Route] = &[
         RewardFulfillment,
         ADMIN,
     ),
+    route(Method::GET, "/audit", Every, AUDITORS),
 ];
 
 #[cfg(test)]

@@ -51,7 +51,12 @@ pub fn start_consumer(
     let kafka = test_support::kafka();
     let registry = Arc::new(SchemaRegistry::new(&test_support::registry()).unwrap());
     let producer = kafka::producer(&kafka).unwrap();
-    let letters = DeadLetters::new(mongo.db(), producer, registry.clone());
+    let letters = DeadLetters::new(
+        mongo.db(),
+        producer,
+        registry.clone(),
+        audit::Audit::new(mongo.db(), "test"),
+    );
     let runner = ConsumerRunner::new(
         group,
         &[topic],

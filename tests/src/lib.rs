@@ -277,11 +277,14 @@ impl Api {
         let password = test_support::required(test_support::ADMIN_PASSWORD);
         let tokens = self.login(&email, &password).await;
         assert_eq!(tokens.status, 200, "{tokens:?}");
+        let access = tokens.body["accessToken"].as_str().unwrap().to_owned();
+        let me = self.get("/users/me", Some(&access)).await;
+        assert_eq!(me.status, 200, "{me:?}");
         User {
-            id: String::new(),
+            id: me.body["id"].as_str().unwrap().to_owned(),
             email,
             password,
-            access: tokens.body["accessToken"].as_str().unwrap().to_owned(),
+            access,
             refresh: tokens.body["refreshToken"].as_str().unwrap().to_owned(),
         }
     }

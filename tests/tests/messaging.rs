@@ -558,20 +558,25 @@ async fn a_replay_after_the_cause_is_fixed_is_processed_once() {
         .await
         .unwrap();
     let producer = kafka::producer(&test_support::kafka()).unwrap();
-    let letters = DeadLetters::new(mongo.db(), producer, registry.clone());
+    let letters = DeadLetters::new(
+        mongo.db(),
+        producer,
+        registry.clone(),
+        audit::Audit::new(mongo.db(), "test"),
+    );
     let letter_id = format!("{topic}:0:0");
     // Dead letters are recorded after the batch's transaction; wait for it.
     poll_until(Duration::from_secs(30), "the dead letter", || async {
         letters.get(&letter_id).await.ok()
     })
     .await;
-    let replayed = letters.replay(&letter_id, "test-admin").await.unwrap();
+    let replayed = letters.replay(&letter_id, &test_admin()).await.unwrap();
     assert_eq!(replayed.history.len(), 1);
     assert_eq!(replayed.history[0].by, "test-admin");
     wait_for_effect(&mongo, &blocked_id).await;
 
     // Replayed once more: the inbox knows it.
-    letters.replay(&letter_id, "test-admin").await.unwrap();
+    letters.replay(&letter_id, &test_admin()).await.unwrap();
     let sentinel = activity("u1", "sentinel-2", None);
     produce_activity(&registry, &topic, &sentinel).await;
     wait_for_effect(&mongo, &sentinel.envelope.message_id.to_string()).await;
@@ -595,6 +600,7 @@ async fn a_consumer_whose_group_stays_unsettled_is_made_again() {
         mongo.db(),
         kafka::producer(&kafka).unwrap(),
         registry.clone(),
+        audit::Audit::new(mongo.db(), "test"),
     );
     kafka.brokers = format!("127.0.0.1:{}", e2e_tests::closed_port());
     let group = unique("unsettled");
@@ -654,6 +660,17 @@ async fn ttl_seconds(mongo: &Mongo, collection: &str, name: &str) -> i64 {
         Some(mongo_kit::mongodb::bson::Bson::Int32(n)) => i64::from(*n),
         Some(mongo_kit::mongodb::bson::Bson::Int64(n)) => *n,
         other => panic!("expireAfterSeconds: {other:?}"),
+    }
+}
+
+/// A made-up administrator acting directly on a service's dead letters.
+fn test_admin() -> audit::Actor {
+    audit::Actor {
+        identity: auth_claims::Identity {
+            sub: "test-admin".into(),
+            roles: vec![auth_claims::Role::Admin],
+        },
+        request_id: None,
     }
 }
 
@@ -932,6 +949,35 @@ async fn administrators_inspect_replay_and_discard_dead_letters_through_the_gate
         )
         .await;
     assert_eq!((again.status, again.code()), (409, "dead_letter_discarded"));
+
+    // Both actions are in the audit trail, with the actor, the status change and the reason;
+    // the refused replay is not.
+    let audit = api
+        .get(
+            &format!("/audit?target={}", id.replace('.', "%2E")),
+            Some(&admin.access),
+        )
+        .await;
+    assert_eq!(audit.status, 200, "{audit:?}");
+    let records = audit.body["items"].as_array().unwrap();
+    let actions: Vec<_> = records
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["dead_letter.discard", "dead_letter.replay"],
+        "{records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["actor"] == admin.id.as_str() && r["service"] == "event")
+    );
+    assert_eq!(records[0]["reason"], "garbage from a broken test producer");
+    assert_eq!(records[0]["changes"][0]["field"], "status");
+    assert_eq!(records[0]["changes"][0]["before"], "REPLAYED");
+    assert_eq!(records[0]["changes"][0]["after"], "DISCARDED");
 
     // The replayed copy failed again, as a letter of its own (a later offset).
     poll_until(

@@ -3,6 +3,7 @@
 //! types of this crate, so their schemas are generated from the code.
 #![allow(dead_code)]
 
+use crate::audit::*;
 use crate::auth::*;
 use crate::dlq::*;
 use crate::events::*;
@@ -207,6 +208,7 @@ fn nest_conditions(schemas: &mut serde_json::Map<String, Value>) {
         list_dead_letters, get_dead_letter, replay_dead_letter, replay_dead_letters, discard_dead_letter,
         fulfillment_dead_letters, fulfillment_dead_letter, fulfillment_replay_dead_letter,
         fulfillment_replay_dead_letters, fulfillment_discard_dead_letter,
+        list_audit,
     ),
     components(schemas(Problem, Page<User>, Page<Event>, Page<Claim>, Page<Reward>)),
     modifiers(&BearerAuth),
@@ -218,6 +220,7 @@ fn nest_conditions(schemas: &mut serde_json::Map<String, Value>) {
         (name = "claims", description = "Reward claims and their history"),
         (name = "inventory", description = "What players have been granted"),
         (name = "dead-letters", description = "Messages a consumer gave up on: inspect, replay, discard"),
+        (name = "audit", description = "Every staff action, across services"),
     )
 )]
 struct ApiDoc;
@@ -473,6 +476,15 @@ fn list_my_claims() {}
     params(DeadLetterFilter, PageQuery),
     responses((status = 200, body = Page<DeadLetterView>)))]
 fn list_dead_letters() {}
+
+#[utoipa::path(get, path = "/audit", tag = "audit", security(("bearer" = [])),
+    description = "AUDITOR, ADMIN. Staff actions of every service, newest first: event and reward \
+                   changes, role changes, bans, unbans, deletions, dead-letter replays and \
+                   discards. Records are written with the change they describe and cannot be \
+                   changed. Page by passing the answer's `next` as `before`.",
+    params(AuditQuery),
+    responses((status = 200, body = AuditPage)))]
+fn list_audit() {}
 
 #[utoipa::path(get, path = "/dead-letters/event/{id}", tag = "dead-letters", security(("bearer" = [])),
     description = "ADMIN.",

@@ -5,6 +5,7 @@
 //! Services build their handlers on these types, so the document cannot drift from what
 //! they accept and return. JSON is camelCase; times are RFC 3339 strings in UTC.
 
+pub mod audit;
 pub mod auth;
 mod de;
 pub mod dlq;

@@ -14,6 +14,7 @@
 
 use crate::outbox::MESSAGE_ID_HEADER;
 use crate::registry::SchemaRegistry;
+use audit::{Actor, Audit};
 use auth_claims::{Identity, IdentityKey, Role};
 use axum::Router;
 use axum::extract::{FromRef, Path, State};
@@ -155,14 +156,22 @@ pub struct DeadLetters {
     letters: Collection<DeadLetter>,
     producer: FutureProducer,
     registry: Arc<SchemaRegistry>,
+    /// Replays and discards are staff actions.
+    audit: Audit,
 }
 
 impl DeadLetters {
-    pub fn new(db: &Database, producer: FutureProducer, registry: Arc<SchemaRegistry>) -> Self {
+    pub fn new(
+        db: &Database,
+        producer: FutureProducer,
+        registry: Arc<SchemaRegistry>,
+        audit: Audit,
+    ) -> Self {
         Self {
             letters: db.collection("dead_letters"),
             producer,
             registry,
+            audit,
         }
     }
 
@@ -276,7 +285,7 @@ impl DeadLetters {
     }
 
     /// Sends the letter's record back to its topic and records who did it.
-    pub async fn replay(&self, id: &str, by: &str) -> Result<DeadLetterView, DlqError> {
+    pub async fn replay(&self, id: &str, by: &Actor) -> Result<DeadLetterView, DlqError> {
         let letter = self.letter(id).await?;
         if letter.status == LetterStatus::Discarded {
             return Err(DlqError::Discarded(id.to_owned()));
@@ -299,7 +308,8 @@ impl DeadLetters {
             .send(record, Duration::from_secs(30))
             .await
             .map_err(|(e, _)| DlqError::Kafka(e))?;
-        self.act(id, "REPLAYED", LetterStatus::Replayed, by, None)
+        let action = ("REPLAYED", "dead_letter.replay");
+        self.act(&letter, action, LetterStatus::Replayed, by, None)
             .await?;
         metrics::counter!(crate::metrics::DLQ_REPLAYED, "topic" => letter.topic.clone())
             .increment(1);
@@ -307,7 +317,7 @@ impl DeadLetters {
     }
 
     /// Replays every NEW letter (of `topic`, if given).
-    pub async fn replay_all(&self, topic: Option<&str>, by: &str) -> Result<u64, DlqError> {
+    pub async fn replay_all(&self, topic: Option<&str>, by: &Actor) -> Result<u64, DlqError> {
         use futures::TryStreamExt;
         let mut query = doc! { "status": "NEW" };
         if let Some(topic) = topic {
@@ -330,36 +340,62 @@ impl DeadLetters {
     pub async fn discard(
         &self,
         id: &str,
-        by: &str,
+        by: &Actor,
         reason: &str,
     ) -> Result<DeadLetterView, DlqError> {
-        self.letter(id).await?;
-        self.act(id, "DISCARDED", LetterStatus::Discarded, by, Some(reason))
-            .await?;
+        let letter = self.letter(id).await?;
+        self.act(
+            &letter,
+            ("DISCARDED", "dead_letter.discard"),
+            LetterStatus::Discarded,
+            by,
+            Some(reason),
+        )
+        .await?;
         self.get(id).await
     }
 
+    /// Moves `letter` to `status` with an entry in its history named by `action`'s first
+    /// part, and records the staff action (its second part) in the audit trail, in one
+    /// transaction.
     async fn act(
         &self,
-        id: &str,
-        action: &str,
+        letter: &DeadLetter,
+        (action, audit_action): (&str, &str),
         status: LetterStatus,
-        by: &str,
+        by: &Actor,
         reason: Option<&str>,
     ) -> Result<(), DlqError> {
         let entry = StoredAction {
             action: action.to_owned(),
-            by: by.to_owned(),
+            by: by.identity.sub.clone(),
             at: DateTime::now(),
             reason: reason.map(str::to_owned),
         };
+        let audited = self
+            .audit
+            .entry(by, audit_action, ("dead_letter", &letter.id))
+            .changed(
+                Some(&serde_json::json!({ "status": letter.status })),
+                &serde_json::json!({ "status": status }),
+            )
+            .reason(reason);
         let entry = to_bson(&entry)?;
         let status = to_bson(&status)?;
-        self.letters
-            .update_one(
-                doc! { "_id": id },
-                doc! { "$set": { "status": status }, "$push": { "history": entry } },
-            )
+        let (letters, audit, id) = (self.letters.clone(), self.audit.clone(), letter.id.clone());
+        let mut session = self.letters.client().start_session().await?;
+        session
+            .start_transaction()
+            .and_run2(async move |s| {
+                letters
+                    .update_one(
+                        doc! { "_id": &id },
+                        doc! { "$set": { "status": status.clone() }, "$push": { "history": entry.clone() } },
+                    )
+                    .session(&mut *s)
+                    .await?;
+                audit.write(s, &audited).await
+            })
             .await?;
         Ok(())
     }
@@ -539,13 +575,13 @@ async fn show(
 
 async fn replay(
     State(state): State<DlqState>,
-    identity: Identity,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Json<DeadLetterView>, ApiError> {
-    admin(&identity)?;
+    admin(&actor.identity)?;
     state
         .letters
-        .replay(&id, &identity.sub)
+        .replay(&id, &actor)
         .await
         .map(Json)
         .map_err(ApiError::from)
@@ -553,15 +589,15 @@ async fn replay(
 
 async fn replay_all(
     State(state): State<DlqState>,
-    identity: Identity,
+    actor: Actor,
     OptionalJson(request): OptionalJson<ReplayAllRequest>,
 ) -> Result<Json<ReplayAllResponse>, ApiError> {
-    admin(&identity)?;
+    admin(&actor.identity)?;
     // No body replays every topic's letters.
     let topic = request.and_then(|r| r.topic);
     let replayed = state
         .letters
-        .replay_all(topic.as_deref(), &identity.sub)
+        .replay_all(topic.as_deref(), &actor)
         .await
         .map_err(ApiError::from)?;
     Ok(Json(ReplayAllResponse { replayed }))
@@ -569,11 +605,11 @@ async fn replay_all(
 
 async fn discard(
     State(state): State<DlqState>,
-    identity: Identity,
+    actor: Actor,
     Path(id): Path<String>,
     Json(request): Json<DiscardRequest>,
 ) -> Result<Json<DeadLetterView>, ApiError> {
-    admin(&identity)?;
+    admin(&actor.identity)?;
     if !http_api::text::is_visible_text(&request.reason, DiscardRequest::MAX_REASON) {
         return Err(Problem::validation(vec![service_kit::FieldError::new(
             "reason",
@@ -583,7 +619,7 @@ async fn discard(
     }
     state
         .letters
-        .discard(&id, &identity.sub, request.reason.trim())
+        .discard(&id, &actor, request.reason.trim())
         .await
         .map(Json)
         .map_err(ApiError::from)

@@ -256,6 +256,19 @@ pub async fn ensure_ttl_index<T: Send + Sync>(
     }
 }
 
+/// The condition `from <= field < to` (milliseconds since the epoch; either end open), or
+/// None when both ends are.
+pub fn time_range(from: Option<i64>, to: Option<i64>) -> Option<Document> {
+    let mut range = Document::new();
+    if let Some(from) = from {
+        range.insert("$gte", mongodb::bson::DateTime::from_millis(from));
+    }
+    if let Some(to) = to {
+        range.insert("$lt", mongodb::bson::DateTime::from_millis(to));
+    }
+    (!range.is_empty()).then_some(range)
+}
+
 /// One page of `query`'s matches in `sort` order, and how many match in all.
 pub async fn find_page<T>(
     collection: &mongodb::Collection<T>,

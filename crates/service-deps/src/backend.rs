@@ -6,6 +6,7 @@
 //! and consumes, then the service's own work), and the stop signal every task watches.
 
 use crate::{Deps, DepsConfig, DepsError};
+use audit::Audit;
 use auth_claims::IdentityKey;
 use axum::Router;
 use contracts::ContractSchema;
@@ -46,6 +47,8 @@ pub enum ServiceError {
 enum PrepareError {
     #[error("dead-letter indexes: {0}")]
     DeadLetters(#[from] DlqError),
+    #[error("audit indexes: {0}")]
+    Audit(#[source] mongo_kit::mongodb::error::Error),
     #[error("inbox indexes: {0}")]
     Inbox(#[source] mongo_kit::mongodb::error::Error),
     #[error("outbox, topics and schemas: {0}")]
@@ -74,6 +77,7 @@ pub struct Backend {
     kafka: KafkaConfig,
     identity: IdentityKey,
     dead_letters: DeadLetters,
+    audit: Audit,
     publishing: Option<Publishing>,
     inbox: Option<InboxConfig>,
     consumers: Vec<Task>,
@@ -92,10 +96,12 @@ impl Backend {
         identity: IdentityKey,
     ) -> Result<Self, ServiceError> {
         let deps = Deps::connect(config, spec.name).await?;
+        let audit = Audit::new(deps.mongo.db(), spec.name);
         let dead_letters = DeadLetters::new(
             deps.mongo.db(),
             deps.producer.clone(),
             deps.registry.clone(),
+            audit.clone(),
         );
         Ok(Self {
             name: spec.name,
@@ -103,6 +109,7 @@ impl Backend {
             kafka: config.kafka.clone(),
             identity,
             dead_letters,
+            audit,
             publishing: None,
             inbox: None,
             consumers: Vec::new(),
@@ -119,6 +126,11 @@ impl Backend {
     /// The service's own database.
     pub fn db(&self) -> &Database {
         self.deps.mongo.db()
+    }
+
+    /// Where the service records its staff's actions (served at `GET /audit`).
+    pub fn audit(&self) -> Audit {
+        self.audit.clone()
     }
 
     /// Where the service writes what it publishes (see [`Self::publishes`]).
@@ -213,6 +225,7 @@ impl Backend {
         } else {
             Some(self.inbox.clone().ok_or(ServiceError::NoInbox)?)
         };
+        let routes = routes.merge(audit::routes(self.audit.clone(), self.identity.clone()));
         let routes = if self.consumers.is_empty() {
             routes
         } else {
@@ -244,6 +257,7 @@ impl Backend {
             kafka: self.kafka,
             registry: self.deps.registry.clone(),
             dead_letters: self.dead_letters,
+            audit: self.audit,
             inbox,
             consumed: self.consumed,
             publishing: self.publishing,
@@ -264,6 +278,7 @@ struct SharedWork {
     kafka: KafkaConfig,
     registry: Arc<messaging::SchemaRegistry>,
     dead_letters: DeadLetters,
+    audit: Audit,
     /// Set when the service consumes.
     inbox: Option<InboxConfig>,
     consumed: Vec<(String, ContractSchema)>,
@@ -273,6 +288,10 @@ struct SharedWork {
 
 impl SharedWork {
     async fn run(&self) -> Result<(), PrepareError> {
+        self.audit
+            .ensure_indexes()
+            .await
+            .map_err(PrepareError::Audit)?;
         if let Some(inbox) = &self.inbox {
             self.dead_letters.ensure_indexes().await?;
             messaging::consumer::ensure_inbox_indexes(&self.db, inbox)

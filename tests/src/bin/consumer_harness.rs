@@ -67,7 +67,12 @@ async fn main() {
     let kafka = test_support::kafka();
     let registry = Arc::new(messaging::SchemaRegistry::new(&test_support::registry()).unwrap());
     let producer = messaging::kafka::producer(&kafka).unwrap();
-    let letters = DeadLetters::new(mongo.db(), producer, registry.clone());
+    let letters = DeadLetters::new(
+        mongo.db(),
+        producer,
+        registry.clone(),
+        audit::Audit::new(mongo.db(), "test"),
+    );
     let handler = Crashing {
         effects: Effects::new(mongo.db()),
         crash,

@@ -6,6 +6,7 @@
 
 mod authn;
 pub mod config;
+mod console;
 mod gather;
 pub mod metrics;
 mod proxy;
@@ -159,6 +160,7 @@ fn router(gateway: Arc<Gateway>) -> Router {
                 )
             }),
         )
+        .merge(console::routes())
         .with_state(gateway)
 }
 

@@ -1,5 +1,6 @@
-//! The route table: every public path and method, the service that owns it, and who may call
-//! it. The gateway serves nothing else; `/internal/...` paths are never routed.
+//! The route table: every public API path and method, the service that owns it, and who may
+//! call it. Besides these the gateway serves only its own files (`/openapi.json`, the
+//! console); `/internal/...` paths are never routed.
 
 use auth_claims::Role;
 use axum::http::Method;

@@ -11,8 +11,11 @@ const session = { access: null, refresh: null, user: null };
 const STAFF = ["OPERATOR", "AUDITOR", "ADMIN"];
 
 // Pages, in menu order, with the roles that see them.
+// A page's `draw(section, id)` gets the id after its path (`#/claims/<id>`) when there is one.
 const PAGES = [
   { path: "events", title: "Events", roles: ["OPERATOR", "AUDITOR", "ADMIN"], draw: drawEvents },
+  { path: "claims", title: "Claims", roles: ["OPERATOR", "AUDITOR", "ADMIN"], draw: drawClaims },
+  { path: "dead-letters", title: "Dead letters", roles: ["ADMIN"], draw: drawDeadLetters },
   { path: "audit", title: "Audit trail", roles: ["AUDITOR", "ADMIN"], draw: drawAudit },
 ];
 
@@ -123,7 +126,7 @@ function refuse() {
 function route() {
   if (!session.user || !has(STAFF)) return;
   const visible = PAGES.filter((page) => has(page.roles));
-  const wanted = location.hash.replace(/^#\//, "");
+  const [wanted, id] = location.hash.replace(/^#\//, "").split("/").map(decodeURIComponent);
   const page = visible.find((p) => p.path === wanted) ?? visible[0];
   for (const link of $("nav").querySelectorAll("a")) {
     if (link.dataset.page === page.path) link.setAttribute("aria-current", "page");
@@ -132,7 +135,7 @@ function route() {
   const section = $("page");
   section.replaceChildren(el("h2", { id: "page-title" }, page.title));
   section.hidden = false;
-  page.draw(section).catch((error) => section.append(el("p", { class: "error", role: "alert" }, error.message)));
+  page.draw(section, page.path === wanted ? id : undefined).catch((error) => section.append(el("p", { class: "error", role: "alert" }, error.message)));
 }
 
 function table(headings, rows) {
@@ -149,7 +152,10 @@ function filter(id, label, control) {
   return el("div", {}, el("label", { for: id }, label), control);
 }
 
-async function drawEvents(section) {
+const link = (path, id, text) => el("a", { href: `#/${path}/${encodeURIComponent(id)}` }, text ?? id);
+
+async function drawEvents(section, id) {
+  if (id) return drawEvent(section, id);
   const status = el("select", {}, ...["", "DRAFT", "ACTIVE", "PAUSED", "ENDED"].map((s) => el("option", { value: s }, s || "any")));
   const list = el("div", { "aria-live": "polite" });
   const load = async () => {
@@ -159,13 +165,137 @@ async function drawEvents(section) {
     list.replaceChildren(
       table(
         ["Name", "Status", "Starts", "Ends"],
-        page.items.map((e) => [e.name, el("span", { class: `status ${e.status}` }, e.status), e.startsAt, e.endsAt]),
+        page.items.map((e) => [link("events", e.id, e.name), statusOf(e.status), e.startsAt, e.endsAt]),
       ),
       el("p", {}, `${page.total} events`),
     );
   };
   status.addEventListener("change", load);
   section.append(el("div", { class: "filters" }, filter("events-status", "Status", status)), list);
+  await load();
+}
+
+const statusOf = (status) => el("span", { class: `status ${status}` }, status);
+
+// One event: its window, condition and rewards, each reward's stock as a meter.
+async function drawEvent(section, id) {
+  const [event, rewards] = await Promise.all([call("GET", `/events/${id}`), call("GET", `/events/${id}/rewards`)]);
+  section.querySelector("h2").textContent = event.name;
+  const stock = (r) => {
+    if (r.totalStock == null) return `${r.reserved} claimed, unlimited`;
+    const meter = el("meter", { min: "0", max: String(r.totalStock), value: String(r.reserved), "aria-label": "Reserved of total stock" });
+    return el("span", { class: "stock" }, meter, ` ${r.reserved} reserved, ${r.remaining} left of ${r.totalStock}`);
+  };
+  const grant = (r) => r.amount ?? `${r.itemCode ?? r.couponTemplate ?? ""}${r.quantity ? ` x${r.quantity}` : ""}`;
+  section.append(
+    el("p", {}, statusOf(event.status), ` ${event.startsAt} to ${event.endsAt}`),
+    el("p", {}, event.description),
+    el("h3", {}, "Condition"),
+    el("pre", {}, JSON.stringify(event.condition, null, 2)),
+    el("h3", {}, "Rewards"),
+    table(
+      ["Reward", "Type", "Grants", "Stock", "Per player"],
+      rewards.map((r) => [el("code", {}, r.id), r.type, String(grant(r)), stock(r), String(r.perUserLimit)]),
+    ),
+  );
+}
+
+async function drawClaims(section, id) {
+  if (id) return drawClaim(section, id);
+  const inputs = {
+    userId: el("input", { type: "text" }),
+    eventId: el("input", { type: "text" }),
+    status: el("select", {}, ...["", "PENDING", "SUCCEEDED", "FAILED"].map((s) => el("option", { value: s }, s || "any"))),
+  };
+  const list = el("div", { "aria-live": "polite" });
+  const load = async () => {
+    const query = new URLSearchParams({ size: "100" });
+    for (const [name, input] of Object.entries(inputs)) if (input.value.trim()) query.set(name, input.value.trim());
+    const page = await call("GET", `/claims?${query}`);
+    list.replaceChildren(
+      table(
+        ["Claim", "Player", "Event", "Status", "Made"],
+        page.items.map((c) => [link("claims", c.id), c.userId, link("events", c.eventId), statusOf(c.status), c.createdAt]),
+      ),
+      el("p", {}, `${page.total} claims`),
+    );
+  };
+  const form = el(
+    "form",
+    { class: "filters", role: "search" },
+    filter("claims-user", "Player (user id)", inputs.userId),
+    filter("claims-event", "Event id", inputs.eventId),
+    filter("claims-status", "Status", inputs.status),
+    el("button", { type: "submit" }, "Search"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    load();
+  });
+  section.append(form, list);
+  await load();
+}
+
+// One claim's saga, step by step, with the time each step took after the one before.
+async function drawClaim(section, id) {
+  const claim = await call("GET", `/claims/${id}`);
+  section.querySelector("h2").textContent = `Claim ${claim.id}`;
+  const steps = claim.timeline ?? [];
+  const took = (i) => (i === 0 ? "" : ` (+${Date.parse(steps[i].at) - Date.parse(steps[i - 1].at)} ms)`);
+  section.append(
+    el("p", {}, statusOf(claim.status), ` player ${claim.userId}, `, link("events", claim.eventId, "event"), ` reward ${claim.rewardId}`),
+    claim.failureReason ? el("p", { class: "error" }, claim.failureReason) : "",
+    el("ol", { class: "timeline", "aria-label": "Saga steps" },
+      ...steps.map((s, i) => el("li", {}, el("strong", {}, s.step), ` ${s.at}${took(i)}`, s.detail ? ` ${s.detail}` : ""))),
+  );
+}
+
+// Dead letters of one service (ADMIN): what failed and why, decoded; replay or discard.
+async function drawDeadLetters(section) {
+  const service = el("select", {}, el("option", { value: "event" }, "event"), el("option", { value: "reward-fulfillment" }, "reward-fulfillment"));
+  const status = el("select", {}, ...["NEW", "REPLAYED", "DISCARDED", ""].map((s) => el("option", { value: s }, s || "any")));
+  const list = el("div", { "aria-live": "polite" });
+  const base = () => `/dead-letters/${service.value}`;
+  const act = async (letter, action, body) => {
+    await call("POST", `${base()}/${encodeURIComponent(letter.id)}/${action}`, body);
+    await load();
+  };
+  const actions = (letter) => {
+    if (letter.status === "DISCARDED") return "";
+    const reason = el("input", { type: "text", "aria-label": `Reason to discard ${letter.id}` });
+    const replay = el("button", { type: "button", "data-replay": letter.id }, "Replay");
+    const discard = el("button", { type: "button", "data-discard": letter.id }, "Discard");
+    replay.addEventListener("click", () => act(letter, "replay"));
+    discard.addEventListener("click", () => reason.value.trim() ? act(letter, "discard", { reason: reason.value }) : reason.focus());
+    return el("span", { class: "actions" }, replay, reason, discard);
+  };
+  const load = async () => {
+    const query = new URLSearchParams({ size: "100" });
+    if (status.value) query.set("status", status.value);
+    const page = await call("GET", `${base()}?${query}`);
+    list.replaceChildren(
+      table(
+        ["Message", "Key", "Error", "Value", "Status", ""],
+        page.items.map((l) => [
+          `${l.topic} ${l.partition}:${l.offset}`,
+          l.key ?? "",
+          `${l.errorClass}: ${l.error}`,
+          el("pre", {}, l.value ? JSON.stringify(l.value, null, 1) : l.valueBase64 ?? ""),
+          statusOf(l.status),
+          actions(l),
+        ]),
+      ),
+      el("p", {}, `${page.total} dead letters`),
+    );
+  };
+  const replayAll = el("button", { type: "button" }, "Replay every NEW letter");
+  replayAll.addEventListener("click", async () => {
+    await call("POST", `${base()}/replay`);
+    await load();
+  });
+  service.addEventListener("change", load);
+  status.addEventListener("change", load);
+  section.append(el("div", { class: "filters" }, filter("letters-service", "Service", service), filter("letters-status", "Status", status), replayAll), list);
   await load();
 }
 

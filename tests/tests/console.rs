@@ -5,7 +5,7 @@
 //! The test installs nothing: without `chromium` and `chromedriver` on PATH it says on stderr
 //! that it skipped, and passes (CI installs both first).
 
-use e2e_tests::saga::active_event;
+use e2e_tests::saga::{claim_once, level_event, play_to_level, settled};
 use e2e_tests::{Api, User};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -144,6 +144,43 @@ async fn sign_in(browser: &Client, console: &str, user: &User) {
         .unwrap();
 }
 
+async fn click(browser: &Client, css: &str) {
+    let element = browser.wait().for_element(Locator::Css(css)).await.unwrap();
+    element.click().await.unwrap();
+}
+
+/// A record on `game.user-activity` no consumer can decode, under key `key`; the id of the
+/// event service's dead letter for it.
+async fn poison(api: &Api, admin: &User, key: &str) -> String {
+    use rdkafka::producer::FutureRecord;
+    messaging::kafka::producer(&test_support::kafka())
+        .unwrap()
+        .send(
+            FutureRecord::to(contracts::topics::USER_ACTIVITY)
+                .key(key)
+                .payload(b"not avro"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    poll_until(Duration::from_secs(30), "the dead letter", || async {
+        let page = api
+            .get(
+                "/dead-letters/event?status=NEW&size=100",
+                Some(&admin.access),
+            )
+            .await;
+        let letter = page.body["items"]
+            .as_array()?
+            .iter()
+            .find(|l| l["key"] == key)?
+            .clone();
+        Some(letter["id"].as_str()?.to_owned())
+    })
+    .await
+}
+
 async fn menu(browser: &Client) -> Vec<String> {
     let mut titles = Vec::new();
     for link in browser.find_all(Locator::Css("#nav a")).await.unwrap() {
@@ -177,11 +214,12 @@ async fn staff_sign_in_and_see_the_pages_their_roles_allow_and_players_are_refus
 
     let operator = api.user_with_roles(&["OPERATOR"]).await;
     let auditor = api.user_with_roles(&["AUDITOR"]).await;
+    let admin = api.admin().await;
     let player = api.new_user().await;
-    let event = active_event(
+    let (event, reward) = level_event(
         &api,
         &operator,
-        json!({ "metric": "LEVEL", "op": ">=", "value": 1 }),
+        json!({ "type": "POINT", "amount": 5, "totalStock": 5 }),
     )
     .await;
     let name = api
@@ -191,11 +229,20 @@ async fn staff_sign_in_and_see_the_pages_their_roles_allow_and_players_are_refus
         .as_str()
         .unwrap()
         .to_owned();
+    play_to_level(&api, &player, &event, 1).await;
+    let claimed = claim_once(&api, &player.access, &event, &reward).await;
+    assert_eq!(claimed.status, 202, "{claimed:?}");
+    let claim = claimed.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        settled(&api, &player.access, &claim).await["status"],
+        "SUCCEEDED"
+    );
 
     let driver = Driver::start().await;
     let profile = std::env::temp_dir().join(test_support::unique("console-profile"));
 
-    // An auditor sees the events and the audit trail, with the operator's actions in it.
+    // An auditor reads events, their stock, claims with their saga, and the audit trail,
+    // with nothing to press on the pages of one event or claim.
     let browser = driver.browser(&profile.join("auditor")).await;
     sign_in(&browser, &console, &auditor).await;
     shows(&browser, "#page", &name).await;
@@ -204,8 +251,40 @@ async fn staff_sign_in_and_see_the_pages_their_roles_allow_and_players_are_refus
         !form.is_displayed().await.unwrap(),
         "the sign-in form goes away"
     );
-    assert_eq!(menu(&browser).await, ["Events", "Audit trail"]);
+    assert_eq!(menu(&browser).await, ["Events", "Claims", "Audit trail"]);
     screenshot(&browser, "events").await;
+    click(&browser, &format!("a[href='#/events/{event}']")).await;
+    shows(&browser, "#page table", "1 reserved, 4 left of 5").await;
+    assert!(
+        browser
+            .find_all(Locator::Css("#page button"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    screenshot(&browser, "event").await;
+    browser.goto(&format!("{console}#/claims")).await.unwrap();
+    browser
+        .wait()
+        .for_element(Locator::Id("claims-user"))
+        .await
+        .unwrap()
+        .send_keys(&player.id)
+        .await
+        .unwrap();
+    click(&browser, "#page form button").await;
+    shows(&browser, "#page table", "SUCCEEDED").await;
+    click(&browser, &format!("a[href='#/claims/{claim}']")).await;
+    shows(&browser, "#page .timeline", "COMPLETED").await;
+    shows(&browser, "#page .timeline", "RESULT_RECEIVED").await;
+    assert!(
+        browser
+            .find_all(Locator::Css("#page button"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    screenshot(&browser, "claim").await;
     browser.goto(&format!("{console}#/audit")).await.unwrap();
     shows(&browser, "#page-title", "Audit trail").await;
     browser
@@ -215,23 +294,47 @@ async fn staff_sign_in_and_see_the_pages_their_roles_allow_and_players_are_refus
         .send_keys(&event)
         .await
         .unwrap();
-    browser
-        .find(Locator::Css("#page form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#page form button").await;
     shows(&browser, "#page table", "event.set_status").await;
     shows(&browser, "#page table", "event.create").await;
     screenshot(&browser, "audit").await;
     browser.close().await.unwrap();
 
-    // An operator has no audit trail in the menu.
+    // An administrator replays a dead letter, and the trail says who did.
+    let key = test_support::unique("console-poison");
+    let letter = poison(&api, &admin, &key).await;
+    let browser = driver.browser(&profile.join("admin")).await;
+    sign_in(&browser, &console, &admin).await;
+    shows(&browser, "#nav", "Dead letters").await;
+    assert_eq!(
+        menu(&browser).await,
+        ["Events", "Claims", "Dead letters", "Audit trail"]
+    );
+    browser
+        .goto(&format!("{console}#/dead-letters"))
+        .await
+        .unwrap();
+    shows(&browser, "#page table", &key).await;
+    click(&browser, &format!("button[data-replay='{letter}']")).await;
+    let status = browser.find(Locator::Id("letters-status")).await.unwrap();
+    status.select_by_value("REPLAYED").await.unwrap();
+    shows(&browser, "#page table", &key).await;
+    screenshot(&browser, "dead-letters").await;
+    browser.close().await.unwrap();
+    let trail = api
+        .get(&format!("/audit?target={letter}"), Some(&admin.access))
+        .await;
+    assert_eq!(
+        trail.body["items"][0]["action"], "dead_letter.replay",
+        "{trail:?}"
+    );
+    assert_eq!(trail.body["items"][0]["actor"], admin.id.as_str());
+
+    // An operator has neither dead letters nor the audit trail in the menu.
     let browser = driver.browser(&profile.join("operator")).await;
     sign_in(&browser, &console, &operator).await;
     shows(&browser, "#page", &name).await;
-    assert_eq!(menu(&browser).await, ["Events"]);
+    assert_eq!(menu(&browser).await, ["Events", "Claims"]);
     browser.close().await.unwrap();
 
     // A player is told the console is not for them.

@@ -147,6 +147,16 @@ function table(headings, rows) {
   );
 }
 
+// A search form of labelled `fields` and a Search button that runs `load`.
+function searchForm(fields, load) {
+  const form = el("form", { class: "filters", role: "search" }, ...fields, el("button", { type: "submit" }, "Search"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    load();
+  });
+  return form;
+}
+
 function filter(id, label, control) {
   control.id = id;
   return el("div", {}, el("label", { for: id }, label), control);
@@ -220,18 +230,14 @@ async function drawClaims(section, id) {
       el("p", {}, `${page.total} claims`),
     );
   };
-  const form = el(
-    "form",
-    { class: "filters", role: "search" },
-    filter("claims-user", "Player (user id)", inputs.userId),
-    filter("claims-event", "Event id", inputs.eventId),
-    filter("claims-status", "Status", inputs.status),
-    el("button", { type: "submit" }, "Search"),
+  const form = searchForm(
+    [
+      filter("claims-user", "Player (user id)", inputs.userId),
+      filter("claims-event", "Event id", inputs.eventId),
+      filter("claims-status", "Status", inputs.status),
+    ],
+    load,
   );
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    load();
-  });
   section.append(form, list);
   await load();
 }
@@ -305,7 +311,6 @@ async function drawAudit(section) {
     action: el("input", { type: "text" }),
     target: el("input", { type: "text" }),
   };
-  const search = el("button", { type: "submit" }, "Search");
   const older = el("button", { type: "button", hidden: "" }, "Older records");
   const list = el("div", { "aria-live": "polite" });
   let next = null;
@@ -328,18 +333,14 @@ async function drawAudit(section) {
     next = page.next ?? null;
     older.hidden = !next;
   };
-  const form = el(
-    "form",
-    { class: "filters", role: "search" },
-    filter("audit-actor", "Actor (user id)", inputs.actor),
-    filter("audit-action", "Action", inputs.action),
-    filter("audit-target", "Target id", inputs.target),
-    search,
+  const form = searchForm(
+    [
+      filter("audit-actor", "Actor (user id)", inputs.actor),
+      filter("audit-action", "Action", inputs.action),
+      filter("audit-target", "Target id", inputs.target),
+    ],
+    () => load(null),
   );
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    load(null);
-  });
   older.addEventListener("click", () => load(next));
   section.append(form, list, older);
   await load(null);

@@ -114,27 +114,16 @@ async fn shows(browser: &Client, css: &str, text: &str) {
     .await;
 }
 
+/// Types `text` into the input `id`, once the page has drawn it.
+async fn type_into(browser: &Client, id: &str, text: &str) {
+    let input = browser.wait().for_element(Locator::Id(id)).await.unwrap();
+    input.send_keys(text).await.unwrap();
+}
+
 async fn sign_in(browser: &Client, console: &str, user: &User) {
     browser.goto(console).await.unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Id("email"))
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("email"))
-        .await
-        .unwrap()
-        .send_keys(&user.email)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(&user.password)
-        .await
-        .unwrap();
+    type_into(browser, "email", &user.email).await;
+    type_into(browser, "password", &user.password).await;
     browser
         .find(Locator::Css("#sign-in button[type=submit]"))
         .await
@@ -264,14 +253,7 @@ async fn staff_sign_in_and_see_the_pages_their_roles_allow_and_players_are_refus
     );
     screenshot(&browser, "event").await;
     browser.goto(&format!("{console}#/claims")).await.unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Id("claims-user"))
-        .await
-        .unwrap()
-        .send_keys(&player.id)
-        .await
-        .unwrap();
+    type_into(&browser, "claims-user", &player.id).await;
     click(&browser, "#page form button").await;
     shows(&browser, "#page table", "SUCCEEDED").await;
     click(&browser, &format!("a[href='#/claims/{claim}']")).await;
@@ -287,13 +269,7 @@ async fn staff_sign_in_and_see_the_pages_their_roles_allow_and_players_are_refus
     screenshot(&browser, "claim").await;
     browser.goto(&format!("{console}#/audit")).await.unwrap();
     shows(&browser, "#page-title", "Audit trail").await;
-    browser
-        .find(Locator::Id("audit-target"))
-        .await
-        .unwrap()
-        .send_keys(&event)
-        .await
-        .unwrap();
+    type_into(&browser, "audit-target", &event).await;
     click(&browser, "#page form button").await;
     shows(&browser, "#page table", "event.set_status").await;
     shows(&browser, "#page table", "event.create").await;

@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::error::AuthError;
-use crate::store::{Cause, Revoke, Rotation, UserDoc};
+use crate::store::{Cause, Revoke, Rotation, Staff, UserDoc};
 use crate::tokens::{hash_refresh_token, new_refresh_token};
 use crate::validate;
 use audit::Actor;
@@ -18,7 +18,7 @@ use contracts::StatusChange;
 use http_api::auth::*;
 use http_api::{Page, PageQuery};
 use mongo_kit::mongodb::bson::{DateTime, doc, to_bson};
-use service_kit::{FieldError, Json, Query, TraceParent};
+use service_kit::{FieldError, Json, OptionalJson, Query, TraceParent};
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
@@ -218,13 +218,16 @@ async fn delete_me(
     soft_delete(&state, user_id_of(&identity)?, &trace, None).await
 }
 
+/// Roles that read accounts without changing them (ADMIN always may).
+const ACCOUNT_READERS: &[Role] = &[Role::Auditor];
+
 async fn list_users(
     State(state): State<AppState>,
     identity: Identity,
     Query(filter): Query<UserFilter>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Page<User>>, AuthError> {
-    identity.require(&[Role::Admin])?;
+    identity.require(ACCOUNT_READERS)?;
     Ok(Json(state.store.list_users(&filter, page).await?))
 }
 
@@ -233,7 +236,7 @@ async fn get_user(
     identity: Identity,
     Path(id): Path<String>,
 ) -> Result<Json<User>, AuthError> {
-    identity.require(&[Role::Admin])?;
+    identity.require(ACCOUNT_READERS)?;
     Ok(Json(state.store.user(&id).await?.to_api()))
 }
 
@@ -246,7 +249,16 @@ async fn set_roles(
 ) -> Result<Json<User>, AuthError> {
     actor.identity.require(&[Role::Admin])?;
     let roles = request.roles.into_iter().map(Role::from).collect();
-    let roles = validate::roles(roles).map_err(|e| AuthError::Validation(vec![e]))?;
+    let reason = request.reason.as_deref().map(audit::reason).transpose();
+    let (roles, reason) = match (validate::roles(roles), reason) {
+        (Ok(roles), Ok(reason)) => (roles, reason),
+        (roles, reason) => {
+            let errors = [roles.err(), reason.err()];
+            return Err(AuthError::Validation(
+                errors.into_iter().flatten().collect(),
+            ));
+        }
+    };
     let roles = to_bson(&roles).map_err(|e| AuthError::Internal(e.to_string()))?;
     let user = state
         .store
@@ -257,7 +269,11 @@ async fn set_roles(
             Cause {
                 announce: Some(StatusChange::RolesChanged),
                 trace: &trace,
-                staff: Some((&actor, "user.set_roles")),
+                staff: Some(Staff {
+                    actor: &actor,
+                    action: "user.set_roles",
+                    reason,
+                }),
             },
         )
         .await?;
@@ -269,8 +285,11 @@ async fn ban(
     Extension(trace): Extension<TraceParent>,
     actor: Actor,
     Path(id): Path<String>,
+    OptionalJson(request): OptionalJson<ReasonRequest>,
 ) -> Result<Json<User>, AuthError> {
     actor.identity.require(&[Role::Admin])?;
+    let reason = request.and_then(|r| r.reason);
+    let reason = reason_of(reason.as_deref())?;
     let user = state
         .store
         .update_user(
@@ -280,7 +299,11 @@ async fn ban(
             Cause {
                 announce: Some(StatusChange::Banned),
                 trace: &trace,
-                staff: Some((&actor, "user.ban")),
+                staff: Some(Staff {
+                    actor: &actor,
+                    action: "user.ban",
+                    reason,
+                }),
             },
         )
         .await?;
@@ -292,8 +315,11 @@ async fn unban(
     Extension(trace): Extension<TraceParent>,
     actor: Actor,
     Path(id): Path<String>,
+    OptionalJson(request): OptionalJson<ReasonRequest>,
 ) -> Result<Json<User>, AuthError> {
     actor.identity.require(&[Role::Admin])?;
+    let reason = request.and_then(|r| r.reason);
+    let reason = reason_of(reason.as_deref())?;
     // A new token version: tokens issued from now on are newer than anything the gateway
     // has cached for this user, so they work at once.
     let user = state
@@ -305,7 +331,11 @@ async fn unban(
             Cause {
                 announce: Some(StatusChange::Unbanned),
                 trace: &trace,
-                staff: Some((&actor, "user.unban")),
+                staff: Some(Staff {
+                    actor: &actor,
+                    action: "user.unban",
+                    reason,
+                }),
             },
         )
         .await?;
@@ -317,9 +347,16 @@ async fn delete_user(
     Extension(trace): Extension<TraceParent>,
     actor: Actor,
     Path(id): Path<String>,
+    Query(query): Query<ReasonQuery>,
 ) -> Result<StatusCode, AuthError> {
     actor.identity.require(&[Role::Admin])?;
-    soft_delete(&state, &id, &trace, Some(&actor)).await
+    let reason = reason_of(query.reason.as_deref())?;
+    let staff = Staff {
+        actor: &actor,
+        action: "user.delete",
+        reason,
+    };
+    soft_delete(&state, &id, &trace, Some(staff)).await
 }
 
 /// For the gateway: the user's status and token version (which its cache holds briefly).
@@ -338,7 +375,7 @@ async fn soft_delete(
     state: &AppState,
     id: &str,
     trace: &TraceParent,
-    staff: Option<&Actor>,
+    staff: Option<Staff<'_>>,
 ) -> Result<StatusCode, AuthError> {
     let deleted = state
         .store
@@ -349,7 +386,7 @@ async fn soft_delete(
             Cause {
                 announce: Some(StatusChange::Deleted),
                 trace,
-                staff: staff.map(|actor| (actor, "user.delete")),
+                staff,
             },
         )
         .await;
@@ -358,6 +395,14 @@ async fn soft_delete(
         Ok(_) | Err(AuthError::AccountDeleted) => Ok(StatusCode::NO_CONTENT),
         Err(e) => Err(e),
     }
+}
+
+/// The reason a staff member gave, trimmed; one that cannot be a reason is refused.
+fn reason_of(reason: Option<&str>) -> Result<Option<&str>, AuthError> {
+    reason
+        .map(audit::reason)
+        .transpose()
+        .map_err(|e| AuthError::Validation(vec![e]))
 }
 
 /// The caller's own user id; SYSTEM callers have no account.

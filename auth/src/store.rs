@@ -126,11 +126,18 @@ pub struct Store {
 }
 
 /// Why a user changes: what to announce on `auth.user-events`, in which trace, and the staff
-/// action (actor and action name) to record in the audit trail.
+/// action to record in the audit trail.
 pub struct Cause<'a> {
     pub announce: Option<StatusChange>,
     pub trace: &'a TraceParent,
-    pub staff: Option<(&'a Actor, &'static str)>,
+    pub staff: Option<Staff<'a>>,
+}
+
+/// A staff member's action on a user: who, the action's name, and the reason they gave.
+pub struct Staff<'a> {
+    pub actor: &'a Actor,
+    pub action: &'static str,
+    pub reason: Option<&'a str>,
 }
 
 impl Store {
@@ -282,9 +289,11 @@ impl Store {
             .build();
         let (users, outbox, audit) = (self.users.clone(), self.outbox.clone(), self.audit.clone());
         let (change, trace) = (cause.announce, cause.trace.clone());
-        let staff = cause
-            .staff
-            .map(|(actor, action)| self.audit.entry(actor, action, ("user", id)));
+        let staff = cause.staff.map(|staff| {
+            self.audit
+                .entry(staff.actor, staff.action, ("user", id))
+                .reason(staff.reason)
+        });
         let filter = doc! { "_id": id, "status": { "$ne": "DELETED" } };
         let mut session = self.client.start_session().await?;
         let updated = session

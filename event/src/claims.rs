@@ -23,7 +23,7 @@ use http_api::events::{ClaimRequest, ClaimStatus, ClaimStep, RewardType};
 use messaging::consumer::{Delivery, Handler, HandlerError, Outcome};
 use messaging::outbox::{Outbox, OutboxEntry};
 use mongo_kit::mongodb::bson::{Bson, DateTime, Document, doc, to_bson};
-use mongo_kit::mongodb::options::IndexOptions;
+use mongo_kit::mongodb::options::{Hint, IndexOptions};
 use mongo_kit::mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use service_kit::TraceParent;
@@ -33,6 +33,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// The index of PENDING claims, by when they are next checked.
+const PENDING_INDEX: &str = "pending_by_next_check";
 pub const RESULTS_GROUP: &str = "event.grant-results";
 const PRODUCER: &str = "event";
 
@@ -151,7 +153,7 @@ impl Saga {
             .await?;
         let overdue = IndexOptions::builder()
             .partial_filter_expression(doc! { "status": status(ClaimStatus::Pending) })
-            .name("pending_by_next_check".to_owned())
+            .name(PENDING_INDEX.to_owned())
             .build();
         self.claims
             .create_index(
@@ -386,6 +388,7 @@ impl Saga {
         let _stop_batches = self.stop_batches.clone().drop_guard();
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.check_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending_gauge = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -394,7 +397,22 @@ impl Saga {
                         tracing::warn!(error = %e, "checking overdue claims failed; next round retries");
                     }
                 }
+                _ = pending_gauge.tick() => self.count_pending().await,
             }
+        }
+    }
+
+    /// Sets the `claims_pending` gauge; every instance samples the same count, from the
+    /// index that holds PENDING claims only.
+    async fn count_pending(&self) {
+        match self
+            .claims
+            .count_documents(doc! { "status": status(ClaimStatus::Pending) })
+            .hint(Hint::Name(PENDING_INDEX.to_owned()))
+            .await
+        {
+            Ok(pending) => metrics::gauge!(names::CLAIMS_PENDING).set(pending as f64),
+            Err(e) => tracing::warn!(error = %e, "counting pending claims failed"),
         }
     }
 

@@ -10,6 +10,8 @@ pub const CLAIMS_SETTLED: &str = "claims_settled_total";
 pub const CLAIMS_COMMAND_RESENT: &str = "claims_recommanded_total";
 /// Grants that succeeded after their claim had been given up on and compensated.
 pub const CLAIMS_LATE_SUCCESS: &str = "claims_late_success_total";
+/// Claims PENDING now: sagas waiting for their grant's result (gauge, sampled every 5 s).
+pub const CLAIMS_PENDING: &str = "claims_pending";
 /// Claims committed per batch transaction.
 pub const CLAIM_BATCH_SIZE: &str = "claim_batch_size";
 /// Time one claim batch took to decide and commit.
@@ -21,6 +23,7 @@ pub const ALL: &[&str] = &[
     CLAIMS_SETTLED,
     CLAIMS_COMMAND_RESENT,
     CLAIMS_LATE_SUCCESS,
+    CLAIMS_PENDING,
     CLAIM_BATCH_SIZE,
     CLAIM_BATCH_SECONDS,
 ];
@@ -28,7 +31,7 @@ pub const ALL: &[&str] = &[
 /// Describes the metrics above, once at start-up. Installs the process's recorder first, so
 /// that the descriptions are not lost on the no-op recorder.
 pub fn describe_metrics() {
-    use ::metrics::{Unit, describe_counter, describe_histogram};
+    use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     telemetry::metrics();
     describe_counter!(CLAIMS, "Claim requests by result");
     describe_counter!(CLAIMS_SETTLED, "Claims settled, by final status");
@@ -40,6 +43,7 @@ pub fn describe_metrics() {
         CLAIMS_LATE_SUCCESS,
         "Grants that succeeded after their claim had been compensated"
     );
+    describe_gauge!(CLAIMS_PENDING, "Claims waiting for their grant's result");
     describe_histogram!(
         CLAIM_BATCH_SIZE,
         Unit::Count,

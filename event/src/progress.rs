@@ -286,6 +286,22 @@ impl ProgressFolder {
             .await
     }
 
+    /// The progress of `user` in each of `events`, by event id (absent: no activity yet).
+    pub async fn of_user(
+        &self,
+        user: &str,
+        events: &[&str],
+    ) -> Result<HashMap<String, ProgressDoc>, mongo_kit::mongodb::error::Error> {
+        use futures::TryStreamExt;
+        let ids: Vec<String> = events.iter().map(|e| progress_id(e, user)).collect();
+        self.progress
+            .find(doc! { "_id": { "$in": ids } })
+            .await?
+            .map_ok(|p| (p.event_id.clone(), p))
+            .try_collect()
+            .await
+    }
+
     /// Events whose window overlaps `[from, to]` and that still count activity.
     async fn events_between(
         &self,

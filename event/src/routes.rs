@@ -29,6 +29,7 @@ pub fn routes(state: AppState) -> Router {
         )
         .route("/rewards/{id}", patch(update_reward))
         .route("/events/{id}/progress/me", get(my_progress))
+        .route("/progress/{user_id}", get(user_progress))
         .route("/events/{id}/rewards/{reward_id}/claims", post(claim))
         .route("/claims", get(list_claims))
         .route("/claims/me", get(list_my_claims))
@@ -38,8 +39,8 @@ pub fn routes(state: AppState) -> Router {
 
 /// Roles that manage events (ADMIN always may).
 const MANAGERS: &[Role] = &[Role::Operator];
-/// Roles that read everyone's claims.
-const CLAIM_READERS: &[Role] = &[Role::Operator, Role::Auditor];
+/// Roles that read every player's claims and progress.
+const STAFF_READERS: &[Role] = &[Role::Operator, Role::Auditor];
 
 async fn create_event(
     State(state): State<AppState>,
@@ -121,7 +122,7 @@ async fn list_claims(
     Query(filter): Query<ClaimFilter>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Page<Claim>>, EventError> {
-    identity.require(CLAIM_READERS)?;
+    identity.require(STAFF_READERS)?;
     let page = state.store.list_claims(&filter, page).await?;
     Ok(Json(map_page(page, ClaimDoc::to_api)))
 }
@@ -379,6 +380,23 @@ async fn my_progress(
     )))
 }
 
+/// A player's progress in each opened event, newest event first; a user with no activity
+/// (or no account) has every leaf at 0, as `my_progress` answers them.
+async fn user_progress(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(user_id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<Progress>>, EventError> {
+    identity.require(STAFF_READERS)?;
+    let events = state.store.opened_events(page).await?;
+    let ids: Vec<&str> = events.items.iter().map(|e| e.id.as_str()).collect();
+    let progress = state.progress.of_user(&user_id, &ids).await?;
+    Ok(Json(map_page(events, |event| {
+        progress::evaluate(event, &user_id, progress.get(&event.id))
+    })))
+}
+
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 async fn claim(
@@ -435,7 +453,7 @@ async fn get_claim(
 ) -> Result<Json<Claim>, EventError> {
     let claim = state.store.claim(&id).await?;
     // Someone else's claim reads as missing, not forbidden: ids are not to be probed.
-    if claim.user_id != identity.sub && !identity.may(CLAIM_READERS) {
+    if claim.user_id != identity.sub && !identity.may(STAFF_READERS) {
         return Err(EventError::ClaimNotFound);
     }
     let published = state.saga.published(&claim).await?;

@@ -633,6 +633,13 @@ impl Store {
         page_of(&self.events, query, doc! { "startsAt": -1, "_id": 1 }, page).await
     }
 
+    /// Events that have been opened to players (any status but DRAFT), newest first: ids
+    /// are UUID v7, in the order events were created.
+    pub async fn opened_events(&self, page: PageQuery) -> Result<Page<EventDoc>, EventError> {
+        let query = doc! { "status": { "$ne": bson_of(&EventStatus::Draft)? } };
+        page_of(&self.events, query, doc! { "_id": -1 }, page).await
+    }
+
     pub async fn list_claims(
         &self,
         filter: &ClaimFilter,

@@ -1,62 +1,24 @@
-// The operator console: a page per hash route, drawn from the public API through the
-// gateway with the signed-in staff member's own tokens, so the gateway's role checks apply.
-//
-// Tokens live in this module's memory only: never in localStorage, sessionStorage or a
-// cookie, so nothing outlives the tab and no other page or script of the origin can read
-// them (the Content-Security-Policy allows scripts from the platform only). A reload asks
-// for the password again; an expired access token is renewed with the refresh token.
+// The operator console: a page per hash route (`#/page/id/sub`), drawn from the public API
+// through the gateway with the signed-in staff member's own tokens, so the gateway's role
+// checks apply. How tokens are kept: see `ui.js`.
 
-const session = { access: null, refresh: null, user: null };
+import { drawEvents } from "./events.js";
+import { drawOverview } from "./overview.js";
+import { drawPlayers } from "./players.js";
+import { $, call, confirmDialog, el, filter, has, leave, link, queryOf, searchForm, session, statusOf, table } from "./ui.js";
 
 const STAFF = ["OPERATOR", "AUDITOR", "ADMIN"];
 
 // Pages, in menu order, with the roles that see them.
-// A page's `draw(section, id)` gets the id after its path (`#/claims/<id>`) when there is one.
+// A page's `draw(section, id, sub)` gets what follows its path (`#/events/<id>/edit`).
 const PAGES = [
-  { path: "events", title: "Events", roles: ["OPERATOR", "AUDITOR", "ADMIN"], draw: drawEvents },
-  { path: "claims", title: "Claims", roles: ["OPERATOR", "AUDITOR", "ADMIN"], draw: drawClaims },
+  { path: "overview", title: "Overview", roles: STAFF, draw: drawOverview },
+  { path: "events", title: "Events", roles: STAFF, draw: drawEvents },
+  { path: "claims", title: "Claims", roles: STAFF, draw: drawClaims },
+  { path: "players", title: "Players", roles: ["AUDITOR", "ADMIN"], draw: drawPlayers },
   { path: "dead-letters", title: "Dead letters", roles: ["ADMIN"], draw: drawDeadLetters },
   { path: "audit", title: "Audit trail", roles: ["AUDITOR", "ADMIN"], draw: drawAudit },
 ];
-
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
-  for (const child of children) node.append(child ?? "");
-  return node;
-}
-
-async function call(method, path, body) {
-  const send = () =>
-    fetch(path, {
-      method,
-      headers: {
-        authorization: `Bearer ${session.access}`,
-        ...(body ? { "content-type": "application/json" } : {}),
-      },
-      body: body ? JSON.stringify(body) : undefined,
-    });
-  let response = await send();
-  if (response.status === 401 && session.refresh && (await renew())) response = await send();
-  const data = response.status === 204 ? null : await response.json();
-  if (!response.ok) throw Object.assign(new Error(data?.title ?? response.statusText), { problem: data });
-  return data;
-}
-
-async function renew() {
-  const response = await fetch("/auth/refresh", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ refreshToken: session.refresh }),
-  });
-  if (!response.ok) return false;
-  const tokens = await response.json();
-  session.access = tokens.accessToken;
-  session.refresh = tokens.refreshToken;
-  return true;
-}
 
 async function signIn(event) {
   event.preventDefault();
@@ -86,6 +48,7 @@ function signOut() {
       body: JSON.stringify({ refreshToken: session.refresh }),
     });
   }
+  leave();
   Object.assign(session, { access: null, refresh: null, user: null });
   $("nav").hidden = true;
   $("who").hidden = true;
@@ -93,8 +56,6 @@ function signOut() {
   $("sign-in").hidden = false;
   location.hash = "";
 }
-
-const has = (roles) => session.user.roles.some((role) => roles.includes(role));
 
 function enter() {
   $("sign-in").hidden = true;
@@ -124,9 +85,10 @@ function refuse() {
 }
 
 function route() {
+  leave();
   if (!session.user || !has(STAFF)) return;
   const visible = PAGES.filter((page) => has(page.roles));
-  const [wanted, id] = location.hash.replace(/^#\//, "").split("/").map(decodeURIComponent);
+  const [wanted, id, sub] = location.hash.replace(/^#\//, "").split("/").map(decodeURIComponent);
   const page = visible.find((p) => p.path === wanted) ?? visible[0];
   for (const link of $("nav").querySelectorAll("a")) {
     if (link.dataset.page === page.path) link.setAttribute("aria-current", "page");
@@ -135,79 +97,8 @@ function route() {
   const section = $("page");
   section.replaceChildren(el("h2", { id: "page-title" }, page.title));
   section.hidden = false;
-  page.draw(section, page.path === wanted ? id : undefined).catch((error) => section.append(el("p", { class: "error", role: "alert" }, error.message)));
-}
-
-function table(headings, rows) {
-  return el(
-    "table",
-    {},
-    el("thead", {}, el("tr", {}, ...headings.map((h) => el("th", { scope: "col" }, h)))),
-    el("tbody", {}, ...rows.map((cells) => el("tr", {}, ...cells.map((c) => el("td", {}, c))))),
-  );
-}
-
-// A search form of labelled `fields` and a Search button that runs `load`.
-function searchForm(fields, load) {
-  const form = el("form", { class: "filters", role: "search" }, ...fields, el("button", { type: "submit" }, "Search"));
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    load();
-  });
-  return form;
-}
-
-function filter(id, label, control) {
-  control.id = id;
-  return el("div", {}, el("label", { for: id }, label), control);
-}
-
-const link = (path, id, text) => el("a", { href: `#/${path}/${encodeURIComponent(id)}` }, text ?? id);
-
-async function drawEvents(section, id) {
-  if (id) return drawEvent(section, id);
-  const status = el("select", {}, ...["", "DRAFT", "ACTIVE", "PAUSED", "ENDED"].map((s) => el("option", { value: s }, s || "any")));
-  const list = el("div", { "aria-live": "polite" });
-  const load = async () => {
-    const query = new URLSearchParams({ size: "100" });
-    if (status.value) query.set("status", status.value);
-    const page = await call("GET", `/events?${query}`);
-    list.replaceChildren(
-      table(
-        ["Name", "Status", "Starts", "Ends"],
-        page.items.map((e) => [link("events", e.id, e.name), statusOf(e.status), e.startsAt, e.endsAt]),
-      ),
-      el("p", {}, `${page.total} events`),
-    );
-  };
-  status.addEventListener("change", load);
-  section.append(el("div", { class: "filters" }, filter("events-status", "Status", status)), list);
-  await load();
-}
-
-const statusOf = (status) => el("span", { class: `status ${status}` }, status);
-
-// One event: its window, condition and rewards, each reward's stock as a meter.
-async function drawEvent(section, id) {
-  const [event, rewards] = await Promise.all([call("GET", `/events/${id}`), call("GET", `/events/${id}/rewards`)]);
-  section.querySelector("h2").textContent = event.name;
-  const stock = (r) => {
-    if (r.totalStock == null) return `${r.reserved} claimed, unlimited`;
-    const meter = el("meter", { min: "0", max: String(r.totalStock), value: String(r.reserved), "aria-label": "Reserved of total stock" });
-    return el("span", { class: "stock" }, meter, ` ${r.reserved} reserved, ${r.remaining} left of ${r.totalStock}`);
-  };
-  const grant = (r) => r.amount ?? `${r.itemCode ?? r.couponTemplate ?? ""}${r.quantity ? ` x${r.quantity}` : ""}`;
-  section.append(
-    el("p", {}, statusOf(event.status), ` ${event.startsAt} to ${event.endsAt}`),
-    el("p", {}, event.description),
-    el("h3", {}, "Condition"),
-    el("pre", {}, JSON.stringify(event.condition, null, 2)),
-    el("h3", {}, "Rewards"),
-    table(
-      ["Reward", "Type", "Grants", "Stock", "Per player"],
-      rewards.map((r) => [el("code", {}, r.id), r.type, String(grant(r)), stock(r), String(r.perUserLimit)]),
-    ),
-  );
+  const mine = page.path === wanted;
+  page.draw(section, mine ? id : undefined, mine ? sub : undefined).catch((error) => section.append(el("p", { class: "error", role: "alert" }, error.message)));
 }
 
 async function drawClaims(section, id) {
@@ -216,12 +107,12 @@ async function drawClaims(section, id) {
     userId: el("input", { type: "text" }),
     eventId: el("input", { type: "text" }),
     status: el("select", {}, ...["", "PENDING", "SUCCEEDED", "FAILED"].map((s) => el("option", { value: s }, s || "any"))),
+    from: el("input", { type: "datetime-local" }),
+    to: el("input", { type: "datetime-local" }),
   };
   const list = el("div", { "aria-live": "polite" });
   const load = async () => {
-    const query = new URLSearchParams({ size: "100" });
-    for (const [name, input] of Object.entries(inputs)) if (input.value.trim()) query.set(name, input.value.trim());
-    const page = await call("GET", `/claims?${query}`);
+    const page = await call("GET", `/claims?${queryOf(inputs, 100)}`);
     list.replaceChildren(
       table(
         ["Claim", "Player", "Event", "Status", "Made"],
@@ -235,6 +126,8 @@ async function drawClaims(section, id) {
       filter("claims-user", "Player (user id)", inputs.userId),
       filter("claims-event", "Event id", inputs.eventId),
       filter("claims-status", "Status", inputs.status),
+      filter("claims-from", "Made from (your time)", inputs.from),
+      filter("claims-to", "Made before", inputs.to),
     ],
     load,
   );
@@ -260,6 +153,7 @@ async function drawClaim(section, id) {
 async function drawDeadLetters(section) {
   const service = el("select", {}, el("option", { value: "event" }, "event"), el("option", { value: "reward-fulfillment" }, "reward-fulfillment"));
   const status = el("select", {}, ...["NEW", "REPLAYED", "DISCARDED", ""].map((s) => el("option", { value: s }, s || "any")));
+  const topic = el("input", { type: "text" });
   const list = el("div", { "aria-live": "polite" });
   const base = () => `/dead-letters/${service.value}`;
   const act = async (letter, action, body) => {
@@ -276,9 +170,7 @@ async function drawDeadLetters(section) {
     return el("span", { class: "actions" }, replay, reason, discard);
   };
   const load = async () => {
-    const query = new URLSearchParams({ size: "100" });
-    if (status.value) query.set("status", status.value);
-    const page = await call("GET", `${base()}?${query}`);
+    const page = await call("GET", `${base()}?${queryOf({ status, topic }, 100)}`);
     list.replaceChildren(
       table(
         ["Message", "Key", "Error", "Value", "Status", ""],
@@ -294,14 +186,20 @@ async function drawDeadLetters(section) {
       el("p", {}, `${page.total} dead letters`),
     );
   };
-  const replayAll = el("button", { type: "button" }, "Replay every NEW letter");
+  const replayAll = el("button", { type: "button" }, "Replay every NEW letter (of the topic, if given)");
   replayAll.addEventListener("click", async () => {
-    await call("POST", `${base()}/replay`);
+    const which = topic.value.trim() ? `of ${topic.value.trim()} ` : "";
+    if (!(await confirmDialog(`Replay every NEW dead letter ${which}of ${service.value}?`, "Yes, replay them"))) return;
+    await call("POST", `${base()}/replay`, topic.value.trim() ? { topic: topic.value.trim() } : undefined);
     await load();
   });
   service.addEventListener("change", load);
   status.addEventListener("change", load);
-  section.append(el("div", { class: "filters" }, filter("letters-service", "Service", service), filter("letters-status", "Status", status), replayAll), list);
+  topic.addEventListener("change", load);
+  section.append(
+    el("div", { class: "filters" }, filter("letters-service", "Service", service), filter("letters-status", "Status", status), filter("letters-topic", "Topic (all when blank)", topic), replayAll),
+    list,
+  );
   await load();
 }
 
@@ -310,13 +208,14 @@ async function drawAudit(section) {
     actor: el("input", { type: "text" }),
     action: el("input", { type: "text" }),
     target: el("input", { type: "text" }),
+    from: el("input", { type: "datetime-local" }),
+    to: el("input", { type: "datetime-local" }),
   };
   const older = el("button", { type: "button", hidden: "" }, "Older records");
   const list = el("div", { "aria-live": "polite" });
   let next = null;
   const load = async (before) => {
-    const query = new URLSearchParams({ size: "50" });
-    for (const [name, input] of Object.entries(inputs)) if (input.value.trim()) query.set(name, input.value.trim());
+    const query = queryOf(inputs, 50);
     if (before) query.set("before", before);
     const page = await call("GET", `/audit?${query}`);
     const rows = page.items.map((r) => [
@@ -338,6 +237,8 @@ async function drawAudit(section) {
       filter("audit-actor", "Actor (user id)", inputs.actor),
       filter("audit-action", "Action", inputs.action),
       filter("audit-target", "Target id", inputs.target),
+      filter("audit-from", "From (your time)", inputs.from),
+      filter("audit-to", "Before", inputs.to),
     ],
     () => load(null),
   );

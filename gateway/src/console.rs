@@ -15,7 +15,7 @@ pub const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self
     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
     frame-ancestors 'none'";
 
-const FILES: [(&str, &str, &str); 3] = [
+const FILES: [(&str, &str, &str); 7] = [
     (
         "/console",
         "text/html; charset=utf-8",
@@ -25,6 +25,26 @@ const FILES: [(&str, &str, &str); 3] = [
         "/console/app.js",
         "text/javascript; charset=utf-8",
         include_str!("../console/app.js"),
+    ),
+    (
+        "/console/ui.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/ui.js"),
+    ),
+    (
+        "/console/overview.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/overview.js"),
+    ),
+    (
+        "/console/events.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/events.js"),
+    ),
+    (
+        "/console/players.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/players.js"),
     ),
     (
         "/console/app.css",

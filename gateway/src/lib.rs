@@ -1,14 +1,16 @@
 //! The gateway: the platform's only public entry. It verifies access tokens (EdDSA, keys from
 //! auth's JWKS), checks the route's role rule, and forwards the request to the owning service
 //! with the verified identity in a signed header. Also: per-client rate limits on login and
-//! register, request ids and trace context, 502/504 problems for failing upstreams, and the
-//! OpenAPI document at `/openapi.json`.
+//! register, request ids and trace context, 502/504 problems for failing upstreams, the staff
+//! overview gathered from every instance, the console, and the OpenAPI document at
+//! `/openapi.json`.
 
 mod authn;
 pub mod config;
 mod console;
 mod gather;
 pub mod metrics;
+mod overview;
 mod proxy;
 mod ratelimit;
 pub mod routes;
@@ -53,6 +55,7 @@ pub(crate) struct Gateway {
     max_body_bytes: usize,
     /// How long a client may take to send its request body (408 beyond).
     body_timeout: Duration,
+    looks: overview::Looks,
 }
 
 /// Builds the gateway; the result runs with `port()` and `run_until_stopped()`.
@@ -82,6 +85,7 @@ impl Application {
             limiter: ClientLimiter::new(&config.rate_limit),
             max_body_bytes: config.http.max_body_bytes,
             body_timeout: timeout,
+            looks: overview::Looks::default(),
         });
 
         let readiness = readiness(&gateway);

@@ -74,6 +74,10 @@ pub async fn handle(
 async fn forward(gateway: &Gateway, route: &Route, request: Request) -> Response {
     let upstream = match route.upstream {
         routes::Upstream::Every => return crate::gather::audit(gateway, request).await,
+        routes::Upstream::Overview => {
+            let overview = gateway.looks.look(gateway.upstreams()).await;
+            return axum::Json(overview).into_response();
+        }
         owner => gateway.upstream(owner),
     };
     // Read whole (so that it can be sent again to another instance), but never past the
@@ -229,7 +233,9 @@ impl Gateway {
             routes::Upstream::Auth => &self.auth,
             routes::Upstream::Event => &self.event,
             routes::Upstream::RewardFulfillment => &self.reward_fulfillment,
-            routes::Upstream::Every => unreachable!("gathered, not forwarded"),
+            routes::Upstream::Every | routes::Upstream::Overview => {
+                unreachable!("answered by the gateway, not forwarded")
+            }
         }
     }
 }

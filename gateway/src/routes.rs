@@ -13,6 +13,9 @@ pub enum Upstream {
     /// Every service, each answering a page of its own; the gateway merges the pages
     /// (`GET /audit`, see [`crate::gather`]).
     Every,
+    /// The gateway itself, from every instance's metrics and readiness (`GET /overview`,
+    /// see [`crate::overview`]).
+    Overview,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +44,11 @@ pub struct Route {
 
 const ADMIN: Access = Access::Roles(&[Role::Admin]);
 const OPERATOR: Access = Access::Roles(&[Role::Operator]);
-/// Staff who read every player's claims and grants.
+/// Staff who read every player's claims, grants and progress.
 const STAFF_READERS: Access = Access::Roles(&[Role::Operator, Role::Auditor]);
-/// Staff who read the audit trail.
+/// Every staff member.
+const STAFF: Access = Access::Roles(&[Role::Operator, Role::Auditor]);
+/// Staff who read the audit trail and accounts.
 const AUDITORS: Access = Access::Roles(&[Role::Auditor]);
 
 const fn route(method: Method, path: &'static str, upstream: Upstream, access: Access) -> Route {
@@ -88,8 +93,8 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/users/me", Auth, SignedIn),
     route(Method::PATCH, "/users/me", Auth, SignedIn),
     route(Method::DELETE, "/users/me", Auth, SignedIn),
-    route(Method::GET, "/users", Auth, ADMIN),
-    route(Method::GET, "/users/{id}", Auth, ADMIN),
+    route(Method::GET, "/users", Auth, AUDITORS),
+    route(Method::GET, "/users/{id}", Auth, AUDITORS),
     route(Method::PUT, "/users/{id}/roles", Auth, ADMIN),
     route(Method::POST, "/users/{id}/ban", Auth, ADMIN),
     route(Method::POST, "/users/{id}/unban", Auth, ADMIN),
@@ -103,6 +108,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/events/{id}/rewards", Event, SignedIn),
     route(Method::PATCH, "/rewards/{id}", Event, OPERATOR),
     route(Method::GET, "/events/{id}/progress/me", Event, SignedIn),
+    route(Method::GET, "/progress/{userId}", Event, STAFF_READERS),
     keyed(route(
         Method::POST,
         "/events/{id}/rewards/{rewardId}/claims",
@@ -166,6 +172,7 @@ pub const ROUTES: &[Route] = &[
         ADMIN,
     ),
     route(Method::GET, "/audit", Every, AUDITORS),
+    route(Method::GET, "/overview", Overview, STAFF),
 ];
 
 #[cfg(test)]

@@ -253,21 +253,48 @@ impl Upstream {
 
     /// One GET of `path` on one instance, bounded by 1 s; Ok on a 2xx answer.
     async fn probe(&self, instance: &Instance, path: &str) -> Result<(), String> {
+        self.fetch(instance, path).await.map(drop)
+    }
+
+    /// GET `path` of every instance, each bounded by 1 s: per instance (`host:port`), the
+    /// body of a 2xx answer, or why there is none.
+    pub async fn ask_each(&self, path: &str) -> Vec<(String, Result<Bytes, String>)> {
+        let asked = self.inner.instances.iter().map(|instance| async move {
+            (
+                instance.authority.to_string(),
+                self.fetch(instance, path).await,
+            )
+        });
+        futures::future::join_all(asked).await
+    }
+
+    /// One GET of `path` on one instance, bounded by 1 s: the body of a 2xx answer.
+    async fn fetch(&self, instance: &Instance, path: &str) -> Result<Bytes, String> {
         let request = Request::get(instance.uri(path).map_err(|e| e.to_string())?)
             .body(Body::empty())
             .map_err(|e| e.to_string())?;
-        let answer =
-            tokio::time::timeout(Duration::from_secs(1), self.inner.client.request(request)).await;
-        match answer {
-            Ok(Ok(response)) if response.status().is_success() => Ok(()),
-            Ok(Ok(response)) => Err(format!(
-                "{} answered {}",
-                instance.authority,
-                response.status()
-            )),
-            Ok(Err(e)) => Err(format!("{}: {}", instance.authority, error_chain(&e))),
-            Err(_) => Err(format!("{}: no answer within 1s", instance.authority)),
-        }
+        let exchange = async {
+            let response = self.inner.client.request(request).await;
+            let response =
+                response.map_err(|e| format!("{}: {}", instance.authority, error_chain(&e)))?;
+            let status = response.status();
+            let body = response.into_body().collect().await;
+            let body = body
+                .map_err(|e| format!("{}: {e}", instance.authority))?
+                .to_bytes();
+            if status.is_success() {
+                return Ok(body);
+            }
+            // A readiness problem names its failing checks.
+            let checks = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|problem| problem.get("checks").map(ToString::to_string));
+            let why = checks.map(|c| format!(": {c}")).unwrap_or_default();
+            Err(format!("{} answered {status}{why}", instance.authority))
+        };
+        tokio::time::timeout(Duration::from_secs(1), exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("{}: no answer within 1s", instance.authority)))
     }
 
     /// Probes every instance's `/readyz` every `interval` until `stop`, and puts each in or

@@ -128,6 +128,22 @@ pub fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Runs game-sim with the test instance's Kafka and registry, bounded in time.
+pub async fn game_sim(args: &[&str]) -> std::process::Output {
+    let brokers = test_support::required(test_support::KAFKA_BROKERS);
+    let registry = test_support::required(test_support::REGISTRY_URL);
+    let mut command = tokio::process::Command::new(binary("game-sim"));
+    command
+        .args(args)
+        .args(["--brokers", &brokers, "--registry", &registry])
+        .env_remove("REWARDS_CONFIG_FILE")
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("game-sim finishes within 60 s")
+        .expect("game-sim starts")
+}
+
 /// A loopback port nothing listens on.
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -347,4 +363,50 @@ pub fn header(message: &rdkafka::message::OwnedMessage, name: &str) -> Option<St
         .iter()
         .find(|h| h.key == name)
         .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
+/// Produces raw bytes to `topic` under `key`, with the message-id header when given.
+pub async fn produce_raw(topic: &str, key: &str, payload: &[u8], message_id: Option<&str>) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let producer = messaging::kafka::producer(&test_support::kafka()).unwrap();
+    let mut headers = OwnedHeaders::new();
+    if let Some(id) = message_id {
+        headers = headers.insert(Header {
+            key: messaging::outbox::MESSAGE_ID_HEADER,
+            value: Some(id.as_bytes()),
+        });
+    }
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+/// A record on `game.user-activity` no consumer can decode, under key `key`; the id of the
+/// event service's dead letter for it, once there is one.
+pub async fn dead_lettered(api: &Api, admin: &User, key: &str) -> String {
+    produce_raw(contracts::topics::USER_ACTIVITY, key, b"not avro", None).await;
+    test_support::poll_until(Duration::from_secs(30), "the dead letter", || async {
+        let page = api
+            .get(
+                "/dead-letters/event?status=NEW&size=100",
+                Some(&admin.access),
+            )
+            .await;
+        let letter = page.body["items"]
+            .as_array()?
+            .iter()
+            .find(|l| l["key"] == key)?
+            .clone();
+        Some(letter["id"].as_str()?.to_owned())
+    })
+    .await
 }

@@ -194,9 +194,14 @@ impl Direct {
     }
 
     pub fn assertion(&self, user: &str) -> String {
+        self.assertion_as(user, &[Role::User])
+    }
+
+    /// The gateway's assertion that `user` has `roles`.
+    pub fn assertion_as(&self, user: &str, roles: &[Role]) -> String {
         self.key.sign(&Identity {
             sub: user.to_owned(),
-            roles: vec![Role::User],
+            roles: roles.to_vec(),
         })
     }
 

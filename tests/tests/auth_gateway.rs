@@ -298,7 +298,13 @@ async fn each_role_is_allowed_and_refused_by_the_route_table() {
             &["OPERATOR", "AUDITOR", "ADMIN"],
             200,
         ),
-        (Method::GET, "/users?size=1", None, &["ADMIN"], 200),
+        (
+            Method::GET,
+            "/users?size=1",
+            None,
+            &["AUDITOR", "ADMIN"],
+            200,
+        ),
     ];
     for (method, path, body, allowed, success) in rules {
         let anonymous = api.call(method.clone(), path, None, body.clone()).await;

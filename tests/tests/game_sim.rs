@@ -5,31 +5,14 @@
 
 use contracts::topics::USER_ACTIVITY;
 use contracts::{ActivityType, UserActivityEvent};
-use e2e_tests::{Api, binary};
+use e2e_tests::{Api, binary, game_sim};
 use messaging::SchemaRegistry;
 use mongo_kit::mongodb::bson::DateTime;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
-use std::process::Output;
 use std::time::Duration;
-
-/// Runs game-sim with the test instance's Kafka and registry, bounded in time.
-async fn game_sim(args: &[&str]) -> Output {
-    let brokers = test_support::required(test_support::KAFKA_BROKERS);
-    let registry = test_support::required(test_support::REGISTRY_URL);
-    let mut command = tokio::process::Command::new(binary("game-sim"));
-    command
-        .args(args)
-        .args(["--brokers", &brokers, "--registry", &registry])
-        .env_remove("REWARDS_CONFIG_FILE")
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("game-sim finishes within 60 s")
-        .expect("game-sim starts")
-}
 
 struct Record {
     key: String,

@@ -6,7 +6,6 @@
 use contracts::ActivityType;
 use e2e_tests::saga::Game;
 use mongo_kit::mongodb::bson::DateTime;
-use rdkafka::producer::FutureRecord;
 use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
@@ -100,17 +99,7 @@ async fn the_readme_kcat_lines_run_against_the_broker() {
         )
         .await;
     let poison = unique("kcat-poison");
-    messaging::kafka::producer(&test_support::kafka())
-        .unwrap()
-        .send(
-            FutureRecord::to(contracts::topics::USER_ACTIVITY)
-                .key(&poison)
-                .payload(b"not avro"),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    e2e_tests::produce_raw(contracts::topics::USER_ACTIVITY, &poison, b"not avro", None).await;
 
     let out = run_until(activity, "the player's activity", |out| {
         out.contains(&format!("key={player} "))

@@ -3,7 +3,7 @@
 //! MongoDB commit and their offset commit, and dead letters replayed.
 
 use contracts::{ActivityType, Envelope, UserActivityEvent, UserStatus, UserStatusChanged};
-use e2e_tests::{effects, header, read_topic};
+use e2e_tests::{effects, header, produce_raw, read_topic};
 use messaging::dlq::DeadLetters;
 use messaging::outbox::{
     MESSAGE_ID_HEADER, OutboxEntry, PRODUCER_HEADER, RECORD_HEADER, Relay, RelayConfig,
@@ -13,8 +13,6 @@ use messaging::{SchemaRegistry, kafka};
 use mongo_kit::Mongo;
 use mongo_kit::mongodb::bson::{Binary, DateTime, Document, doc, spec::BinarySubtype};
 use rdkafka::Message;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -59,33 +57,10 @@ fn activity(user: &str, quest: &str, item_count: Option<i32>) -> UserActivityEve
     }
 }
 
-/// Produces raw bytes, with the message-id header when given.
-async fn produce(topic: &str, key: &str, payload: &[u8], message_id: Option<&str>) {
-    let producer = kafka::producer(&test_support::kafka()).unwrap();
-    let mut headers = OwnedHeaders::new();
-    if let Some(id) = message_id {
-        headers = headers.insert(Header {
-            key: MESSAGE_ID_HEADER,
-            value: Some(id.as_bytes()),
-        });
-    }
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(payload)
-                .headers(headers),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
-}
-
 async fn produce_activity(registry: &SchemaRegistry, topic: &str, event: &UserActivityEvent) {
     let bytes = registry.encode(topic, event).await.unwrap();
     let id = event.envelope.message_id.to_string();
-    produce(topic, &event.user_id, &bytes, Some(&id)).await;
+    produce_raw(topic, &event.user_id, &bytes, Some(&id)).await;
 }
 
 async fn effects_of(mongo: &Mongo, message_id: &str) -> u64 {
@@ -446,8 +421,8 @@ async fn poison_messages_are_dead_lettered_with_their_story_and_the_rest_is_proc
     let topic = topic("poison", 1).await;
     let before = activity("u1", "before", None);
     produce_activity(&registry, &topic, &before).await;
-    produce(&topic, "u1", b"\xde\xad\xbe\xef not avro", Some("garbage")).await;
-    produce(
+    produce_raw(&topic, "u1", b"\xde\xad\xbe\xef not avro", Some("garbage")).await;
+    produce_raw(
         &topic,
         "u1",
         &[0, 0x7f, 0xff, 0xff, 0xf0, 2, 4, 6],
@@ -873,7 +848,7 @@ async fn administrators_inspect_replay_and_discard_dead_letters_through_the_gate
     let admin = api.admin().await;
     // Garbage on a topic the event service consumes, under a key of its own.
     let key = unique("poison");
-    produce(
+    produce_raw(
         messaging::topics::USER_EVENTS,
         &key,
         b"not avro at all",

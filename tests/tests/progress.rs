@@ -1,11 +1,15 @@
 //! Progress folded from `game.user-activity` counts each activity message id once, whichever
 //! way the progress consumer remembers it: counter increments through the inbox, logins and
-//! levels because folding them again changes nothing (they keep no inbox record).
+//! levels because folding them again changes nothing (they keep no inbox record). Staff read
+//! any player's progress in every event that is not DRAFT.
 
+use auth_claims::{IDENTITY_HEADER, Role};
 use contracts::ActivityType;
 use e2e_tests::saga::*;
+use e2e_tests::{Api, User};
 use mongo_kit::mongodb::bson::DateTime;
-use serde_json::json;
+use reqwest::Method;
+use serde_json::{Value, json};
 use std::time::Duration;
 use test_support::{poll_until, unique};
 
@@ -101,4 +105,99 @@ async fn a_game_server_re_sending_the_same_message_ids_counts_each_once() {
         [1, 3, 1, 7],
         "one dragon quest, 3 gems, one login day, level 7: {progress}"
     );
+}
+
+/// `GET /progress/{userId}` as `staff`, the newest 100 events: each event's progress by id, in
+/// the order given.
+async fn progress_of(api: &Api, staff: &User, player: &str) -> Vec<(String, Value)> {
+    let reply = api
+        .get(&format!("/progress/{player}?size=100"), Some(&staff.access))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["eventId"].as_str().unwrap().to_owned(), p.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn staff_read_a_player_s_progress_in_every_event_that_is_not_a_draft_newest_first() {
+    let api = Api::gateway();
+    let operator = api.user_with_roles(&["OPERATOR"]).await;
+    let auditor = api.user_with_roles(&["AUDITOR"]).await;
+    let player = api.new_user().await;
+    let (played, _) = level_event(&api, &operator, json!({ "type": "POINT", "amount": 1 })).await;
+    let later = active_event(
+        &api,
+        &operator,
+        json!({ "metric": "LOGIN_DAYS", "op": ">=", "value": 3 }),
+    )
+    .await;
+    let draft = api
+        .post(
+            "/events",
+            Some(&operator.access),
+            json!({
+                "name": unique("draft"),
+                "startsAt": "2026-12-01T00:00:00Z",
+                "endsAt": "2026-12-31T00:00:00Z",
+                "condition": { "metric": "LEVEL", "op": ">=", "value": 1 },
+            }),
+        )
+        .await;
+    assert_eq!(draft.status, 201, "{draft:?}");
+    play_to_level(&api, &player, &played, 3).await;
+
+    let progress = progress_of(&api, &operator, &player.id).await;
+    let position = |event: &str| progress.iter().position(|(id, _)| id == event);
+    let (Some(played_at), Some(later_at)) = (position(&played), position(&later)) else {
+        panic!("both active events are listed: {progress:?}");
+    };
+    assert!(later_at < played_at, "newest first: {progress:?}");
+    assert_eq!(position(draft.body["id"].as_str().unwrap()), None);
+    let mine = &progress[played_at].1;
+    assert_eq!(
+        (&mine["userId"], &mine["met"], &mine["leaves"][0]["current"]),
+        (&json!(player.id), &json!(true), &json!(3)),
+        "{mine}"
+    );
+    let idle = &progress[later_at].1;
+    assert_eq!(
+        (&idle["met"], &idle["leaves"][0]["current"]),
+        (&json!(false), &json!(0))
+    );
+
+    // Someone with no activity (or no account) has nothing yet, as `/progress/me` says.
+    let nobody = progress_of(&api, &auditor, &unique("nobody")).await;
+    let played_by_nobody = nobody.iter().find(|(id, _)| *id == played).unwrap();
+    assert_eq!(played_by_nobody.1["met"], false);
+    assert_eq!(played_by_nobody.1["leaves"][0]["current"], 0);
+
+    let refused = api
+        .get(&format!("/progress/{}", player.id), Some(&player.access))
+        .await;
+    assert_eq!((refused.status, refused.code()), (403, "forbidden"));
+}
+
+/// The event service checks the roles itself, whatever reaches it.
+#[tokio::test]
+async fn the_event_service_shows_a_player_s_progress_to_staff_only() {
+    let direct = Direct::to_event_service();
+    let read = |roles: &'static [Role]| {
+        let request = direct
+            .api
+            .request(Method::GET, "/progress/somebody")
+            .header(IDENTITY_HEADER, direct.assertion_as("staff", roles));
+        direct.api.send(request)
+    };
+    for (roles, status) in [
+        (&[Role::User][..], 403),
+        (&[Role::Operator], 200),
+        (&[Role::Auditor], 200),
+        (&[Role::Admin], 200),
+    ] {
+        assert_eq!(read(roles).await.status, status, "{roles:?}");
+    }
 }

@@ -13,12 +13,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::TryStreamExt;
 use http_api::Timestamp;
-use http_api::audit::{AuditPage, AuditQuery, AuditRecord, FieldChange};
+use http_api::audit::{AuditPage, AuditQuery, AuditRecord, FieldChange, MAX_REASON};
 use mongo_kit::mongodb::bson::{DateTime, Document, doc};
 use mongo_kit::mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use service_kit::{Problem, Query};
+use service_kit::{FieldError, Problem, Query};
 
 const COLLECTION: &str = "audit";
 
@@ -101,6 +101,21 @@ impl Entry {
     pub fn reason(mut self, reason: Option<&str>) -> Self {
         self.0.reason = reason.map(str::to_owned);
         self
+    }
+}
+
+/// The reason a staff member gives for an action, trimmed, or why it cannot be one (the field
+/// `reason`): 1 to [`MAX_REASON`] characters, not all blank, without control characters.
+pub fn reason(text: &str) -> Result<&str, FieldError> {
+    if http_api::text::is_visible_text(text, MAX_REASON) {
+        Ok(text.trim())
+    } else {
+        Err(FieldError::new(
+            "reason",
+            format!(
+                "say why: 1 to {MAX_REASON} characters, not all blank, without control characters"
+            ),
+        ))
     }
 }
 
@@ -281,6 +296,18 @@ mod tests {
                 ("new".to_owned(), None, Some(json!(1))),
             ]
         );
+    }
+
+    #[test]
+    fn a_reason_is_visible_text_of_at_most_500_characters_kept_trimmed() {
+        assert_eq!(reason("  spam  "), Ok("spam"));
+        assert_eq!(
+            reason(&"x".repeat(MAX_REASON)).map(str::len),
+            Ok(MAX_REASON)
+        );
+        for refused in ["", "   ", "a\u{0}b", &"x".repeat(MAX_REASON + 1)] {
+            assert_eq!(reason(refused).unwrap_err().field, "reason", "{refused:?}");
+        }
     }
 
     #[test]

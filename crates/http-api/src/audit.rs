@@ -5,6 +5,10 @@ use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The longest reason a staff member may give for an action, in characters. A reason is
+/// [`crate::text::VISIBLE_TEXT`] and is kept trimmed in the action's record.
+pub const MAX_REASON: usize = 500;
+
 /// One staff action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

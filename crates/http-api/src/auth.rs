@@ -95,6 +95,39 @@ pub struct SetRolesRequest {
     /// The roles the user has from now on (repeats are ignored).
     #[schema(min_items = 1)]
     pub roles: Vec<AssignableRole>,
+    /// Why: kept in the change's audit record, trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub reason: Option<String>,
+}
+
+/// The optional body of a ban or unban.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ReasonRequest {
+    /// Why: kept in the action's audit record, trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub reason: Option<String>,
+}
+
+/// The query of a deletion by an administrator.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(default)]
+#[into_params(parameter_in = Query)]
+pub struct ReasonQuery {
+    /// Why: kept in the deletion's audit record, trimmed.
+    #[param(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub reason: Option<String>,
 }
 
 /// A role an administrator can give: every [`Role`] but the services' own SYSTEM.

@@ -62,18 +62,13 @@ pub struct DeadLetterFilter {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DiscardRequest {
-    /// Kept in the letter's history, trimmed.
+    /// Kept in the letter's history and the audit record, trimmed.
     #[schema(
         min_length = 1,
         max_length = 500,
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub reason: String,
-}
-
-impl DiscardRequest {
-    /// The longest reason, in characters.
-    pub const MAX_REASON: usize = 500;
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -8,6 +8,7 @@ use crate::auth::*;
 use crate::dlq::*;
 use crate::events::*;
 use crate::inventory::*;
+use crate::overview::*;
 use crate::{Page, PageQuery, Problem};
 use serde_json::{Value, json};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -202,15 +203,15 @@ fn nest_conditions(schemas: &mut serde_json::Map<String, Value>) {
         get_me, update_me, delete_me,
         list_users, get_user, set_roles, ban, unban, delete_user,
         create_event, list_events, get_event, update_event, set_event_status,
-        create_reward, list_rewards, update_reward, my_progress,
+        create_reward, list_rewards, update_reward, my_progress, user_progress,
         create_claim, list_claims, list_my_claims, get_claim,
         my_inventory, user_inventory,
         list_dead_letters, get_dead_letter, replay_dead_letter, replay_dead_letters, discard_dead_letter,
         fulfillment_dead_letters, fulfillment_dead_letter, fulfillment_replay_dead_letter,
         fulfillment_replay_dead_letters, fulfillment_discard_dead_letter,
-        list_audit,
+        list_audit, overview,
     ),
-    components(schemas(Problem, Page<User>, Page<Event>, Page<Claim>, Page<Reward>)),
+    components(schemas(Problem, Page<User>, Page<Event>, Page<Claim>, Page<Reward>, Page<Progress>)),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and sessions"),
@@ -221,6 +222,7 @@ fn nest_conditions(schemas: &mut serde_json::Map<String, Value>) {
         (name = "inventory", description = "What players have been granted"),
         (name = "dead-letters", description = "Messages a consumer gave up on: inspect, replay, discard"),
         (name = "audit", description = "Every staff action, across services"),
+        (name = "overview", description = "The platform at a glance, for staff"),
     )
 )]
 struct ApiDoc;
@@ -305,44 +307,61 @@ fn update_me() {}
 fn delete_me() {}
 
 #[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])),
-    description = "ADMIN.",
+    description = "AUDITOR, ADMIN.",
     params(UserFilter, PageQuery),
     responses((status = 200, body = Page<User>), (status = 403, body = Problem, content_type = "application/problem+json")))]
 fn list_users() {}
 
 #[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])),
-    description = "ADMIN.",
+    description = "AUDITOR, ADMIN.",
     params(("id" = String, Path)),
     responses((status = 200, body = User), (status = 404, description = "`user_not_found`", body = Problem, content_type = "application/problem+json")))]
 fn get_user() {}
 
 #[utoipa::path(put, path = "/users/{id}/roles", tag = "users", security(("bearer" = [])),
-    description = "ADMIN. Ends the user's outstanding access tokens.",
+    description = "ADMIN. Ends the user's outstanding access tokens. A `reason`, if given, is kept \
+                   in the change's audit record.",
     params(("id" = String, Path)),
     request_body = SetRolesRequest,
     responses(
         (status = 200, body = User),
         (status = 409, description = "`account_deleted`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `roles`, `reason`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn set_roles() {}
 
 #[utoipa::path(post, path = "/users/{id}/ban", tag = "users", security(("bearer" = [])),
-    description = "ADMIN. The user can no longer sign in; outstanding tokens stop working.",
+    description = "ADMIN. The user can no longer sign in; outstanding tokens stop working. A \
+                   `reason`, if given, is kept in the ban's audit record.",
     params(("id" = String, Path)),
-    responses((status = 200, body = User), (status = 409, description = "`account_deleted`", body = Problem, content_type = "application/problem+json")))]
+    request_body(content = Option<ReasonRequest>, description = "Optional."),
+    responses(
+        (status = 200, body = User),
+        (status = 409, description = "`account_deleted`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `reason`", body = Problem, content_type = "application/problem+json"),
+    ))]
 fn ban() {}
 
 #[utoipa::path(post, path = "/users/{id}/unban", tag = "users", security(("bearer" = [])),
-    description = "ADMIN.",
+    description = "ADMIN. A `reason`, if given, is kept in the unban's audit record.",
     params(("id" = String, Path)),
-    responses((status = 200, body = User), (status = 409, description = "`account_deleted`", body = Problem, content_type = "application/problem+json")))]
+    request_body(content = Option<ReasonRequest>, description = "Optional."),
+    responses(
+        (status = 200, body = User),
+        (status = 409, description = "`account_deleted`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `reason`", body = Problem, content_type = "application/problem+json"),
+    ))]
 fn unban() {}
 
 #[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = [])),
-    description = "ADMIN. Soft delete: status DELETED and deletedAt; the record stays.",
-    params(("id" = String, Path)),
-    responses((status = 204)))]
+    description = "ADMIN. Soft delete: status DELETED and deletedAt; the record stays. A `reason`, \
+                   if given, is kept in the deletion's audit record. Deleting a deleted account \
+                   answers 204 again and records nothing.",
+    params(("id" = String, Path), ReasonQuery),
+    responses(
+        (status = 204),
+        (status = 422, description = "`validation_failed`: `reason`", body = Problem, content_type = "application/problem+json"),
+    ))]
 fn delete_user() {}
 
 #[utoipa::path(post, path = "/events", tag = "events", security(("bearer" = [])),
@@ -424,6 +443,14 @@ fn update_reward() {}
     responses((status = 200, body = Progress), (status = 404, description = "`event_not_found`", body = Problem, content_type = "application/problem+json")))]
 fn my_progress() {}
 
+#[utoipa::path(get, path = "/progress/{userId}", tag = "events", security(("bearer" = [])),
+    description = "OPERATOR, AUDITOR, ADMIN: a player's progress in each event that is not DRAFT, \
+                   newest event first, as `GET /events/{id}/progress/me` gives it to the player. \
+                   A user with no activity in an event, or with no account, has every leaf at 0.",
+    params(("userId" = String, Path), PageQuery),
+    responses((status = 200, body = Page<Progress>), (status = 403, body = Problem, content_type = "application/problem+json")))]
+fn user_progress() {}
+
 #[utoipa::path(post, path = "/events/{id}/rewards/{rewardId}/claims", tag = "claims", security(("bearer" = [])),
     description = "USER. Requires an `Idempotency-Key` header: the same key and body answer 200 with the \
                    original claim. Reserves one unit of stock and commands the grant; the claim is \
@@ -485,6 +512,14 @@ fn list_dead_letters() {}
     params(AuditQuery),
     responses((status = 200, body = AuditPage)))]
 fn list_audit() {}
+
+#[utoipa::path(get, path = "/overview", tag = "overview", security(("bearer" = [])),
+    description = "OPERATOR, AUDITOR, ADMIN. Claim figures, consumer lag, outbox and dead-letter \
+                   backlogs, and every instance's readiness, gathered by the gateway from the \
+                   services' metrics and readiness checks. Looks are shared: callers within a \
+                   second get the same one.",
+    responses((status = 200, body = Overview)))]
+fn overview() {}
 
 #[utoipa::path(get, path = "/dead-letters/event/{id}", tag = "dead-letters", security(("bearer" = [])),
     description = "ADMIN.",
@@ -601,6 +636,30 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Every reason a staff action takes is described by the rule the services apply.
+    #[test]
+    fn reasons_are_documented_as_the_services_check_them() {
+        let doc = openapi();
+        let schemas = &doc["components"]["schemas"];
+        let deletion = doc["paths"]["/users/{id}"]["delete"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "reason")
+            .unwrap();
+        let reasons = [
+            &schemas["DiscardRequest"]["properties"]["reason"],
+            &schemas["ReasonRequest"]["properties"]["reason"],
+            &schemas["SetRolesRequest"]["properties"]["reason"],
+            &deletion["schema"],
+        ];
+        for reason in reasons {
+            assert_eq!(reason["maxLength"], crate::audit::MAX_REASON, "{reason}");
+            assert_eq!(reason["minLength"], 1, "{reason}");
+            assert_eq!(reason["pattern"], crate::text::VISIBLE_TEXT, "{reason}");
         }
     }
 

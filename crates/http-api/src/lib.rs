@@ -12,6 +12,7 @@ pub mod dlq;
 mod docs;
 pub mod events;
 pub mod inventory;
+pub mod overview;
 pub mod text;
 
 pub use docs::openapi;

@@ -12,6 +12,7 @@
 //! A replay sends the original record (key, value, headers, so also its message id) back to
 //! its topic; the inbox still drops it if it was processed after all.
 
+use crate::metrics as names;
 use crate::outbox::MESSAGE_ID_HEADER;
 use crate::registry::SchemaRegistry;
 use audit::{Actor, Audit};
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use service_kit::{Json, OptionalJson, Problem, Query};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Why a message was given up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +186,26 @@ impl DeadLetters {
             )
             .await?;
         Ok(())
+    }
+
+    /// Sets the `dead_letters_pending` gauge of `service` every 5 s until `stop`; every
+    /// instance samples the same count.
+    pub async fn count_pending(self, service: &'static str, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.letters.count_documents(doc! { "status": "NEW" }).await {
+                Ok(count) => {
+                    metrics::gauge!(names::DEAD_LETTERS_PENDING, "service" => service)
+                        .set(count as f64);
+                }
+                Err(e) => tracing::warn!(error = %e, "counting pending dead letters failed"),
+            }
+        }
     }
 
     /// Puts `letter` on `<topic>.dlq` and records it; safe to repeat for the same message.
@@ -610,16 +632,10 @@ async fn discard(
     Json(request): Json<DiscardRequest>,
 ) -> Result<Json<DeadLetterView>, ApiError> {
     admin(&actor.identity)?;
-    if !http_api::text::is_visible_text(&request.reason, DiscardRequest::MAX_REASON) {
-        return Err(Problem::validation(vec![service_kit::FieldError::new(
-            "reason",
-            "say why: 1 to 500 characters, not all blank, without control characters",
-        )])
-        .into());
-    }
+    let reason = audit::reason(&request.reason).map_err(|e| Problem::validation(vec![e]))?;
     state
         .letters
-        .discard(&id, &actor, request.reason.trim())
+        .discard(&id, &actor, reason)
         .await
         .map(Json)
         .map_err(ApiError::from)

@@ -21,6 +21,8 @@ pub const OUTBOX_PUBLISHED: &str = "outbox_published_total";
 pub const OUTBOX_PUBLISH_LATENCY: &str = "outbox_publish_latency_seconds";
 /// Dead letters sent back to their topic, by topic.
 pub const DLQ_REPLAYED: &str = "dlq_replayed_total";
+/// Dead letters neither replayed nor discarded, by service (gauge, sampled every 5 s).
+pub const DEAD_LETTERS_PENDING: &str = "dead_letters_pending";
 
 /// Describes every metric above to the recorder; called once at service start.
 pub fn describe_metrics() {
@@ -47,4 +49,8 @@ pub fn describe_metrics() {
         "Time from an outbox entry's creation to its publication"
     );
     describe_counter!(DLQ_REPLAYED, "Dead letters sent back to their topic");
+    describe_gauge!(
+        DEAD_LETTERS_PENDING,
+        "Dead letters neither replayed nor discarded"
+    );
 }

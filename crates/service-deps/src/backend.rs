@@ -249,6 +249,10 @@ impl Backend {
             );
             app.spawn_background(relay.run(stop.clone()));
         }
+        if !self.consumers.is_empty() {
+            let letters = self.dead_letters.clone();
+            app.spawn_background(letters.count_pending(self.name, stop.clone()));
+        }
         for task in self.consumers.into_iter().chain(self.background) {
             app.spawn_background(task(stop.clone()));
         }

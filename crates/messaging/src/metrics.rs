@@ -13,7 +13,8 @@ pub const CONSUMER_RETRIES: &str = "consumer_retries_total";
 pub const CONSUMER_DEAD_LETTERED: &str = "consumer_dead_lettered_total";
 /// Kafka consumers closed and made again because their group stayed unsettled, by group.
 pub const CONSUMER_REBUILDS: &str = "consumer_rebuilds_total";
-/// Outbox entries not yet published, by service (gauge, sampled every 5 s by the leader).
+/// Outbox entries not yet published, by service (gauge, sampled every 5 s by the leader;
+/// other instances report 0, so the maximum over instances is the backlog).
 pub const OUTBOX_PENDING: &str = "outbox_pending";
 /// Outbox entries published, by service.
 pub const OUTBOX_PUBLISHED: &str = "outbox_published_total";

@@ -321,7 +321,10 @@ impl Relay {
             return Ok(());
         }
         tracing::info!(service = self.service, owner = %self.owner, "outbox relay leading");
-        self.lead(stop).await
+        let led = self.lead(stop).await;
+        // The backlog is the leader's to report; a former leader's last count would go stale.
+        metrics::gauge!(names::OUTBOX_PENDING, "service" => self.service).set(0.0);
+        led
     }
 
     /// Takes the lease if it is free, expired or already ours.

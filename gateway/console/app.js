@@ -5,7 +5,7 @@
 import { drawEvents } from "./events.js";
 import { drawOverview } from "./overview.js";
 import { drawPlayers } from "./players.js";
-import { $, call, confirmDialog, el, filter, has, leave, link, queryOf, searchForm, session, statusOf, table } from "./ui.js";
+import { $, call, confirmDialog, el, filter, has, leave, link, queryOf, searchFields, searchForm, session, statusOf, table } from "./ui.js";
 
 const STAFF = ["OPERATOR", "AUDITOR", "ADMIN"];
 
@@ -103,13 +103,14 @@ function route() {
 
 async function drawClaims(section, id) {
   if (id) return drawClaim(section, id);
-  const inputs = {
-    userId: el("input", { type: "text" }),
-    eventId: el("input", { type: "text" }),
-    status: el("select", {}, ...["", "PENDING", "SUCCEEDED", "FAILED"].map((s) => el("option", { value: s }, s || "any"))),
-    from: el("input", { type: "datetime-local" }),
-    to: el("input", { type: "datetime-local" }),
-  };
+  const time = () => el("input", { type: "datetime-local" });
+  const { inputs, controls } = searchFields([
+    ["userId", "claims-user", "Player (user id)", el("input", { type: "text" })],
+    ["eventId", "claims-event", "Event id", el("input", { type: "text" })],
+    ["status", "claims-status", "Status", el("select", {}, ...["", "PENDING", "SUCCEEDED", "FAILED"].map((s) => el("option", { value: s }, s || "any")))],
+    ["from", "claims-from", "Made from (your time)", time()],
+    ["to", "claims-to", "Made before", time()],
+  ]);
   const list = el("div", { "aria-live": "polite" });
   const load = async () => {
     const page = await call("GET", `/claims?${queryOf(inputs, 100)}`);
@@ -121,17 +122,7 @@ async function drawClaims(section, id) {
       el("p", {}, `${page.total} claims`),
     );
   };
-  const form = searchForm(
-    [
-      filter("claims-user", "Player (user id)", inputs.userId),
-      filter("claims-event", "Event id", inputs.eventId),
-      filter("claims-status", "Status", inputs.status),
-      filter("claims-from", "Made from (your time)", inputs.from),
-      filter("claims-to", "Made before", inputs.to),
-    ],
-    load,
-  );
-  section.append(form, list);
+  section.append(searchForm(controls, load), list);
   await load();
 }
 
@@ -204,13 +195,14 @@ async function drawDeadLetters(section) {
 }
 
 async function drawAudit(section) {
-  const inputs = {
-    actor: el("input", { type: "text" }),
-    action: el("input", { type: "text" }),
-    target: el("input", { type: "text" }),
-    from: el("input", { type: "datetime-local" }),
-    to: el("input", { type: "datetime-local" }),
-  };
+  const time = () => el("input", { type: "datetime-local" });
+  const { inputs, controls } = searchFields([
+    ["actor", "audit-actor", "Actor (user id)", el("input", { type: "text" })],
+    ["action", "audit-action", "Action", el("input", { type: "text" })],
+    ["target", "audit-target", "Target id", el("input", { type: "text" })],
+    ["from", "audit-from", "From (your time)", time()],
+    ["to", "audit-to", "Before", time()],
+  ]);
   const older = el("button", { type: "button", hidden: "" }, "Older records");
   const list = el("div", { "aria-live": "polite" });
   let next = null;
@@ -232,16 +224,7 @@ async function drawAudit(section) {
     next = page.next ?? null;
     older.hidden = !next;
   };
-  const form = searchForm(
-    [
-      filter("audit-actor", "Actor (user id)", inputs.actor),
-      filter("audit-action", "Action", inputs.action),
-      filter("audit-target", "Target id", inputs.target),
-      filter("audit-from", "From (your time)", inputs.from),
-      filter("audit-to", "Before", inputs.to),
-    ],
-    () => load(null),
-  );
+  const form = searchForm(controls, () => load(null));
   older.addEventListener("click", () => load(next));
   section.append(form, list, older);
   await load(null);

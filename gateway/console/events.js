@@ -87,6 +87,9 @@ function stock(r) {
   return el("span", { class: "stock" }, meter, ` ${r.reserved} reserved, ${r.remaining} left of ${r.totalStock}`);
 }
 
+// Draws the page again from the API, as a route change would.
+const reloadPage = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
+
 function statusButtons(event) {
   const buttons = MOVES[event.status].map(([to, words]) => {
     const button = el("button", { type: "button", "data-status": to, class: to === "ENDED" ? "danger" : "" }, words);
@@ -94,15 +97,13 @@ function statusButtons(event) {
       const question = `${words} "${event.name}"? ${to === "ENDED" ? "An ended event cannot come back." : `It becomes ${to}.`}`;
       if (!(await confirmDialog(question, `Yes, ${words.toLowerCase()}`))) return;
       await call("POST", `/events/${encodeURIComponent(event.id)}/status`, { status: to });
-      window.dispatchEvent(new HashChangeEvent("hashchange"));
+      reloadPage();
     });
     return button;
   });
   const edit = el("a", { href: `#/events/${encodeURIComponent(event.id)}/edit`, class: "button", id: "edit-event" }, "Edit");
   return el("div", { class: "actions", role: "group", "aria-label": "Event actions" }, edit, ...buttons);
 }
-
-const redraw = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
 
 // A reward's stock and per-player limit, changed in place.
 function rewardEdit(reward) {
@@ -113,7 +114,7 @@ function rewardEdit(reward) {
       totalStock: total.value === "" ? null : Number(total.value),
       perUserLimit: Number(limit.value),
     });
-    redraw();
+    reloadPage();
   });
 }
 
@@ -151,7 +152,7 @@ function rewardForm(event) {
     ],
     async () => {
       await call("POST", `/events/${encodeURIComponent(event.id)}/rewards`, body());
-      redraw();
+      reloadPage();
     },
   );
 }

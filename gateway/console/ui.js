@@ -81,6 +81,15 @@ export function searchForm(fields, load) {
   return form;
 }
 
+// The labelled controls of a search, one per query parameter (`[name, id, label,
+// control]`), and the same controls by parameter name for `queryOf`.
+export function searchFields(fields) {
+  return {
+    inputs: Object.fromEntries(fields.map(([name, , , control]) => [name, control])),
+    controls: fields.map(([, id, label, control]) => filter(id, label, control)),
+  };
+}
+
 // A labelled control; `field` names it in the API's `errors[].field`.
 export function filter(id, label, control, field) {
   control.id = id;
